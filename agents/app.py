@@ -1,0 +1,73 @@
+"""The Faust app factory: settings in, a configured ``faust.App`` out, no work at import time."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from museflow.config import Settings
+
+__all__ = ["create_app", "run_worker"]
+
+
+def _credentials(options: dict[str, Any]) -> Any:
+    creds = options.get("credentials")
+    if not creds:
+        return None
+    context = None
+    if creds["protocol"] in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=creds["cafile"])
+        if creds["certfile"]:
+            context.load_cert_chain(creds["certfile"], creds["keyfile"])
+    if creds["protocol"].startswith("SASL"):
+        return faust.SASLCredentials(
+            username=creds["username"], password=creds["password"],
+            mechanism=creds["mechanism"], ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
+
+
+def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
+    """A ``faust.App`` wired to the settings' broker, security, batching and delivery options.
+
+    Topics are pre-created by museflow (``topic_allow_declare=False``), values are raw bytes
+    (museflow's own Avro serde decodes them in batches), and the web server is off: metrics
+    are served by museflow's own Prometheus endpoint.
+    """
+    options = settings.faust_broker_options()
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id or settings.app_id,
+        broker=options["broker"],
+        broker_credentials=_credentials(options),
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_linger=settings.producer_linger_seconds,
+        producer_acks=-1,
+        producer_max_request_size=2 * 1024 * 1024,
+        broker_session_timeout=settings.broker_session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_seconds / 5),
+        broker_commit_interval=1.0,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        stream_wait_empty=False,
+        web_enabled=False,
+        datadir=str(data_dir / "faust"),
+        store="memory://",
+    )
+    return app
+
+
+def run_worker(app: faust.App, *, loglevel: str = "warn") -> None:
+    """Run ``app`` as a Faust worker in this process until it is stopped (SIGTERM / Ctrl-C)."""
+    from faust.worker import Worker
+
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

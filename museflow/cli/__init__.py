@@ -1,0 +1,1 @@
+"""The ``museflow`` command line: one CLI for everything users do."""

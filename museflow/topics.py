@@ -1,0 +1,61 @@
+"""The topics a museflow deployment uses, with explicit partitions and configs.
+
+Pure data: :mod:`museflow.kafka.admin` creates them. Nothing relies on auto-creation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from museflow.config import Settings
+
+__all__ = ["COMPACTED", "TopicSpec", "control_topics", "core_topics", "model_topic", "tenant_topic"]
+
+COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create: name, partition count and topic-level configs."""
+
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    replication_factor: int = 1
+
+
+def control_topics(settings: Settings) -> list[TopicSpec]:
+    """Compacted state topics, one partition each so every worker sees one total order."""
+    t, rf = settings.topics, settings.replication_factor
+    return [
+        TopicSpec(t.routes, 1, dict(COMPACTED), rf),
+        TopicSpec(t.deployments, 1, dict(COMPACTED), rf),
+        TopicSpec(t.quantile_maps, 1, dict(COMPACTED), rf),
+        TopicSpec(t.references, 1, dict(COMPACTED), rf),
+    ]
+
+
+def core_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic that does not depend on which models and tenants exist."""
+    t, n, rf = settings.topics, settings.partitions, settings.replication_factor
+    retained = {"retention.ms": _WEEK_MS}
+    return [
+        TopicSpec(t.events, n, dict(retained), rf),
+        TopicSpec(t.dlq, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}, rf),
+        TopicSpec(t.score_log, n, dict(retained), rf),
+        TopicSpec(t.labels, n, dict(retained), rf),
+        *control_topics(settings),
+    ]
+
+
+def model_topic(settings: Settings, model_name: str) -> TopicSpec:
+    """The topic a model's scorers consume."""
+    return TopicSpec(settings.topics.model(model_name), settings.partitions, {"retention.ms": _WEEK_MS},
+                     settings.replication_factor)
+
+
+def tenant_topic(settings: Settings, tenant: str) -> TopicSpec:
+    """A tenant's scored-event topic."""
+    return TopicSpec(settings.topics.scores(tenant), settings.partitions, {"retention.ms": _WEEK_MS},
+                     settings.replication_factor)

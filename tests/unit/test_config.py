@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from museflow.config import Settings
+from museflow.errors import ConfigError
+
+
+def test_environment_is_read_with_the_prefix_and_coerced() -> None:
+    s = Settings.from_env({"MUSEFLOW_BOOTSTRAP_SERVERS": "h:1", "MUSEFLOW_PARTITIONS": "3",
+                           "MUSEFLOW_METRICS_ENABLED": "false", "MUSEFLOW_BATCH_WINDOW_SECONDS": "0.2"})
+    assert (s.bootstrap_servers, s.partitions, s.metrics_enabled, s.batch_window_seconds) == ("h:1", 3, False, 0.2)
+
+
+def test_overrides_beat_the_environment() -> None:
+    assert Settings.from_env({"MUSEFLOW_PARTITIONS": "3"}, partitions=9).partitions == 9
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"MUSEFLOW_PARTITIONS": "six"}, "MUSEFLOW_PARTITIONS='six' is not a valid int"),
+    ({"MUSEFLOW_PROCESSING_GUARANTEE": "maybe"}, "processing_guarantee='maybe'"),
+    ({"MUSEFLOW_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "needs MUSEFLOW_SASL_USERNAME"),
+    ({"MUSEFLOW_PARTITIONS": "0"}, "partitions must be >= 1"),
+])
+def test_bad_settings_name_the_variable(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert fragment in str(info.value)
+
+
+def test_secrets_are_masked_in_repr_but_reach_the_clients() -> None:
+    s = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="svc",
+                 sasl_password="hunter2", schema_registry_url="http://r", schema_registry_password="pw2")
+    assert "hunter2" not in repr(s) and "pw2" not in str(s)
+    conf = s.librdkafka_config()
+    assert conf["sasl.password"] == "hunter2" and conf["security.protocol"] == "sasl_ssl"
+    assert s.faust_broker_options()["credentials"]["password"] == "hunter2"
+
+
+def test_topic_names_take_the_deployment_prefix() -> None:
+    t = Settings(topic_prefix="prod.").topics
+    assert (t.events, t.scores("acme"), t.model("fraud")) == (
+        "prod.museflow.events", "prod.museflow.scores.acme", "prod.museflow.model.fraud")
