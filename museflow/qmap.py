@@ -1,0 +1,259 @@
+"""Quantile maps ``score = Q_ref(F_mt(p))`` and the store the scorer resolves them from.
+
+A :class:`QuantileMap` is a monotone piecewise-linear function through knots ``(x_i, y_i)`` with
+``x_i = Q_mt(u_i)`` (model m's corrected scores on tenant t's traffic) and ``y_i = Q_ref(u_i)``;
+it is versioned and keyed by (model, model version, tenant), or pooled by (model, model version,
+intent) when ``tenant`` is None. :class:`MapStore` keeps the latest version of each and resolves
+tenant -> pooled -> identity on the scorer's hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from museflow.errors import MapError
+
+__all__ = ["IDENTITY_REFERENCE", "MapStore", "QuantileMap"]
+
+IDENTITY_REFERENCE = "identity"
+
+FloatArray = npt.NDArray[np.float64]
+ScoreLike = Sequence[float] | npt.NDArray[np.floating[Any]]
+
+
+class QuantileMap:
+    """Versioned monotone piecewise-linear map from corrected probability to reference score."""
+
+    __slots__ = (
+        "_xs",
+        "_ys",
+        "created_at_ms",
+        "intent",
+        "model",
+        "model_version",
+        "reference_name",
+        "reference_version",
+        "sample_count",
+        "tail_sample_count",
+        "tenant",
+        "version",
+        "window_end_ms",
+        "window_start_ms",
+    )
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        model_version: str,
+        tenant: str | None,
+        intent: str,
+        version: int,
+        reference_name: str,
+        reference_version: int,
+        knots_x: npt.ArrayLike,
+        knots_y: npt.ArrayLike,
+        sample_count: int = 0,
+        tail_sample_count: int = 0,
+        window_start_ms: int = 0,
+        window_end_ms: int = 0,
+        created_at_ms: int = 0,
+    ) -> None:
+        where = f"quantile map {model}/{model_version} tenant={tenant or '<pooled>'} intent={intent} v{version}"
+        xs = np.array(knots_x, dtype=np.float64).ravel()
+        ys = np.array(knots_y, dtype=np.float64).ravel()
+        if xs.size != ys.size or xs.size < 2:
+            raise MapError(f"{where}: needs >= 2 knots with as many x as y, got {xs.size} x and {ys.size} y")
+        if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+            raise MapError(f"{where}: knots must be finite; refit from a clean score log")
+        if np.any(np.diff(xs) <= 0):
+            bad = int(np.argmax(np.diff(xs) <= 0))
+            raise MapError(f"{where}: knots_x must rise strictly (x[{bad}]={xs[bad]!r} >= x[{bad + 1}]="
+                           f"{xs[bad + 1]!r}); collapse tied knots before building the map")
+        if np.any(np.diff(ys) < 0):
+            bad = int(np.argmax(np.diff(ys) < 0))
+            raise MapError(f"{where}: knots_y must not fall (y[{bad}]={ys[bad]!r} > y[{bad + 1}]="
+                           f"{ys[bad + 1]!r}); a map that reorders scores would change rankings")
+        if int(version) < 0 or int(sample_count) < 0 or int(tail_sample_count) < 0:
+            raise MapError(f"{where}: version and sample counts must be >= 0")
+        if not (model and model_version and intent):
+            raise MapError(f"{where}: model, model_version and intent must be non-empty")
+        xs.setflags(write=False)
+        ys.setflags(write=False)
+        self._xs = xs
+        self._ys = ys
+        self.model = model
+        self.model_version = model_version
+        self.tenant = tenant
+        self.intent = intent
+        self.version = int(version)
+        self.reference_name = reference_name
+        self.reference_version = int(reference_version)
+        self.sample_count = int(sample_count)
+        self.tail_sample_count = int(tail_sample_count)
+        self.window_start_ms = int(window_start_ms)
+        self.window_end_ms = int(window_end_ms)
+        self.created_at_ms = int(created_at_ms)
+
+    @classmethod
+    def identity(cls, model: str, model_version: str, tenant: str | None, intent: str, *,
+                 created_at_ms: int = 0) -> QuantileMap:
+        """Version-0 map, identity on [0, 1] (the range of corrected probabilities), used until fitted."""
+        return cls(model=model, model_version=model_version, tenant=tenant, intent=intent, version=0,
+                   reference_name=IDENTITY_REFERENCE, reference_version=0, knots_x=[0.0, 1.0],
+                   knots_y=[0.0, 1.0], created_at_ms=created_at_ms)
+
+    @property
+    def knots_x(self) -> FloatArray:
+        return self._xs
+
+    @property
+    def knots_y(self) -> FloatArray:
+        return self._ys
+
+    @property
+    def is_identity(self) -> bool:
+        return self.version == 0 and self.reference_name == IDENTITY_REFERENCE
+
+    @property
+    def pooled(self) -> bool:
+        return self.tenant is None
+
+    @property
+    def strictly_monotone(self) -> bool:
+        """True when distinct inputs inside the knot range keep distinct outputs (no flat segment)."""
+        return bool(np.all(np.diff(self._ys) > 0))
+
+    @property
+    def key(self) -> tuple[str, str, str, str | None]:
+        """``(model, model_version, intent, tenant)``; tenant None for a pooled map."""
+        return (self.model, self.model_version, self.intent, self.tenant)
+
+    def apply(self, p: ScoreLike) -> FloatArray:
+        """Mapped scores for a batch of corrected probabilities; clamped outside the knot range."""
+        return np.interp(p, self._xs, self._ys)
+
+    def inverse(self, score: ScoreLike) -> FloatArray:
+        """Corrected probability that maps to ``score`` (the raw threshold behind a mapped one)."""
+        return np.interp(score, self._ys, self._xs)
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain dict for the ``QuantileMap`` Avro record (tenant None = pooled)."""
+        return {
+            "model": self.model,
+            "model_version": self.model_version,
+            "tenant": self.tenant,
+            "intent": self.intent,
+            "version": self.version,
+            "reference_name": self.reference_name,
+            "reference_version": self.reference_version,
+            "sample_count": self.sample_count,
+            "tail_sample_count": self.tail_sample_count,
+            "window_start_ms": self.window_start_ms,
+            "window_end_ms": self.window_end_ms,
+            "created_at_ms": self.created_at_ms,
+            "knots_x": self._xs.tolist(),
+            "knots_y": self._ys.tolist(),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> QuantileMap:
+        """Inverse of :meth:`to_record`; raises MapError on a missing field or an invalid map."""
+        try:
+            return cls(
+                model=str(record["model"]),
+                model_version=str(record["model_version"]),
+                tenant=None if record["tenant"] is None else str(record["tenant"]),
+                intent=str(record["intent"]),
+                version=int(record["version"]),
+                reference_name=str(record["reference_name"]),
+                reference_version=int(record["reference_version"]),
+                knots_x=record["knots_x"],
+                knots_y=record["knots_y"],
+                sample_count=int(record.get("sample_count", 0)),
+                tail_sample_count=int(record.get("tail_sample_count", 0)),
+                window_start_ms=int(record.get("window_start_ms", 0)),
+                window_end_ms=int(record.get("window_end_ms", 0)),
+                created_at_ms=int(record.get("created_at_ms", 0)),
+            )
+        except KeyError as exc:
+            raise MapError(f"quantile map record is missing field {exc.args[0]!r}; got {sorted(record)}") from exc
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QuantileMap):
+            return NotImplemented
+        mine, theirs = self.to_record(), other.to_record()
+        return mine == theirs
+
+    __hash__ = None  # type: ignore[assignment]  # value object compared by its record
+
+    def __repr__(self) -> str:
+        return (f"QuantileMap({self.model}/{self.model_version} tenant={self.tenant or '<pooled>'} "
+                f"intent={self.intent} v{self.version} ref={self.reference_name}@{self.reference_version} "
+                f"knots={self._xs.size} n={self.sample_count})")
+
+
+class MapStore:
+    """Latest map per (model, version, tenant) and pooled per (model, version, intent); resolves with fallback."""
+
+    __slots__ = ("_identity", "_pooled", "_tenant")
+
+    def __init__(self) -> None:
+        self._tenant: dict[tuple[str, str, str], QuantileMap] = {}
+        self._pooled: dict[tuple[str, str, str], QuantileMap] = {}
+        self._identity: dict[tuple[str, str, str, str], QuantileMap] = {}
+
+    def put(self, qmap: QuantileMap) -> bool:
+        """Keep ``qmap`` if it is newer than the held one; returns False for a replay or an older version."""
+        if qmap.tenant is None:
+            table, key = self._pooled, (qmap.model, qmap.model_version, qmap.intent)
+        else:
+            table, key = self._tenant, (qmap.model, qmap.model_version, qmap.tenant)
+        held = table.get(key)
+        if held is not None and held.version >= qmap.version:
+            return False
+        table[key] = qmap
+        return True
+
+    def get(self, model: str, model_version: str, tenant: str) -> QuantileMap | None:
+        """The tenant's own map, or None."""
+        return self._tenant.get((model, model_version, tenant))
+
+    def get_pooled(self, model: str, model_version: str, intent: str) -> QuantileMap | None:
+        """The pooled map of (model version, intent), or None."""
+        return self._pooled.get((model, model_version, intent))
+
+    def resolve(self, model: str, model_version: str, tenant: str, intent: str) -> QuantileMap:
+        """The map to apply: the tenant's own, else the pooled one for the intent, else identity."""
+        found = self._tenant.get((model, model_version, tenant))
+        if found is not None:
+            return found
+        found = self._pooled.get((model, model_version, intent))
+        if found is not None:
+            return found
+        key = (model, model_version, tenant, intent)
+        ident = self._identity.get(key)
+        if ident is None:
+            ident = self._identity[key] = QuantileMap.identity(model, model_version, tenant, intent)
+        return ident
+
+    def forget(self, model: str, model_version: str) -> int:
+        """Drop every map of a retired model version; returns how many were dropped."""
+        dropped = 0
+        for table in (self._tenant, self._pooled):
+            for key in [k for k in table if k[:2] == (model, model_version)]:
+                del table[key]
+                dropped += 1
+        self._identity = {k: v for k, v in self._identity.items() if k[:2] != (model, model_version)}
+        return dropped
+
+    def __iter__(self) -> Iterator[QuantileMap]:
+        yield from self._tenant.values()
+        yield from self._pooled.values()
+
+    def __len__(self) -> int:
+        return len(self._tenant) + len(self._pooled)

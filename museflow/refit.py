@@ -1,0 +1,293 @@
+"""Fitting quantile maps from windowed sketches, and the guards that decide whether to publish them.
+
+The refit agent feeds corrected scores into a :class:`Refitter` (one sketch per tenant and one
+pooled per intent), calls :meth:`Refitter.refit` periodically, and publishes the maps whose
+:class:`RefitDecision` says so; held candidates are reported with a reason, never applied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from museflow.errors import MapError, RefitRefused
+from museflow.qmap import MapStore, QuantileMap
+from museflow.reference import ReferenceDistribution, collapse_ties, probability_grid
+from museflow.sketch import DEFAULT_K, WindowedSketch
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "RefitDecision",
+    "RefitOutcome",
+    "RefitPolicy",
+    "Refitter",
+    "SketchKey",
+    "alert_rate_on",
+    "fit_map",
+]
+
+DEFAULT_LEVELS = probability_grid()
+"""Knot levels: u step 0.02 up to 0.9, then 10 per decade in 1-u down to 1e-4, plus 0 and 1 (77)."""
+
+SketchKey = tuple[str, str, str, str | None]
+"""``(model, model_version, intent, tenant)``; tenant None for the pooled sketch of an intent."""
+
+
+def fit_map(
+    sketch: WindowedSketch,
+    reference: ReferenceDistribution,
+    *,
+    model: str,
+    model_version: str,
+    tenant: str | None,
+    intent: str,
+    version: int,
+    knots: npt.ArrayLike | None = None,
+    tail_threshold: float | None = None,
+    now_ms: int = 0,
+) -> QuantileMap:
+    """Fit ``Q_ref(F_mt(p))`` at the levels ``knots`` (default :data:`DEFAULT_LEVELS`).
+
+    ``tail_sample_count`` is the number of sketched scores the map sends above ``tail_threshold``
+    (default: the reference's 1% alert-rate threshold).
+    """
+    where = f"fit_map {model}/{model_version} tenant={tenant or '<pooled>'} intent={intent}"
+    if sketch.count < 2:
+        raise MapError(f"{where}: the sketch holds {sketch.count} scores; observe traffic before fitting")
+    levels = DEFAULT_LEVELS if knots is None else np.asarray(knots, dtype=np.float64)
+    if levels[0] != 0.0 or levels[-1] != 1.0 or np.any(np.diff(levels) <= 0):
+        raise MapError(f"{where}: knots must rise strictly from 0 to 1")
+    xs = sketch.quantile(levels)
+    xs[0], xs[-1] = sketch.min, sketch.max
+    if not xs[-1] > xs[0]:
+        raise MapError(f"{where}: every sketched score equals {xs[0]!r}; a constant model cannot be mapped")
+    us, xs = collapse_ties(levels, np.maximum.accumulate(xs))
+    ys = reference.quantile(us)
+    tau = float(reference.threshold_for(0.01)) if tail_threshold is None else tail_threshold
+    tail = 0 if tau >= ys[-1] else round(sketch.count_above(float(np.interp(tau, ys, xs))))
+    window_start = sketch.window_start
+    return QuantileMap(
+        model=model, model_version=model_version, tenant=tenant, intent=intent, version=version,
+        reference_name=reference.name, reference_version=reference.version, knots_x=xs, knots_y=ys,
+        sample_count=sketch.count, tail_sample_count=tail,
+        window_start_ms=0 if math.isnan(window_start) else int(window_start * 1000),
+        window_end_ms=now_ms, created_at_ms=now_ms,
+    )
+
+
+@dataclass(frozen=True)
+class RefitDecision:
+    """Whether to publish a candidate map; ``reason`` is a short code, ``message`` says why in words."""
+
+    publish: bool
+    reason: str
+    message: str
+    details: Mapping[str, float] = field(default_factory=dict)
+
+    def raise_if_held(self) -> None:
+        """Raise RefitRefused with the message when the candidate is held."""
+        if not self.publish:
+            raise RefitRefused(self.message)
+
+
+def alert_rate_on(qmap: QuantileMap, sketch: WindowedSketch, threshold: float) -> float:
+    """Share of the sketched scores that ``qmap`` sends strictly above ``threshold``."""
+    n = sketch.count
+    if n == 0:
+        return float("nan")
+    if threshold >= qmap.knots_y[-1]:
+        return 0.0
+    return sketch.count_above(float(qmap.inverse([threshold])[0])) / n
+
+
+@dataclass(frozen=True)
+class RefitPolicy:
+    """Guards before publishing a map: enough samples, enough in the tail, bounded alert-rate shift."""
+
+    min_samples: int = 10_000
+    min_tail_samples: int = 50
+    watch_thresholds: Sequence[float] = ()
+    max_alert_rate_shift: float = 0.25
+    """Largest relative change ``|rate_candidate / rate_current - 1|`` at a watched threshold."""
+
+    def __post_init__(self) -> None:
+        if self.min_samples < 2 or self.min_tail_samples < 0 or not self.max_alert_rate_shift > 0:
+            raise ValueError(
+                f"RefitPolicy(min_samples={self.min_samples}, min_tail_samples={self.min_tail_samples}, "
+                f"max_alert_rate_shift={self.max_alert_rate_shift}) needs min_samples >= 2, "
+                "min_tail_samples >= 0 and a positive shift bound"
+            )
+        object.__setattr__(self, "watch_thresholds", tuple(sorted(float(t) for t in self.watch_thresholds)))
+
+    def tail_samples(self, candidate: QuantileMap, sketch: WindowedSketch) -> float:
+        """Scores the candidate sends above the highest watched threshold (or its own tail count)."""
+        if not self.watch_thresholds:
+            return float(candidate.tail_sample_count)
+        return alert_rate_on(candidate, sketch, self.watch_thresholds[-1]) * sketch.count
+
+    def decide(self, candidate: QuantileMap, current: QuantileMap | None,
+               sketch: WindowedSketch, *, allow_shift: bool = False) -> RefitDecision:
+        """Publish or hold ``candidate`` against ``current`` on the traffic in ``sketch``.
+
+        ``allow_shift`` (an operator's forced refit) skips only the alert-rate-shift guard.
+        """
+        where = (f"map {candidate.model}/{candidate.model_version} tenant={candidate.tenant or '<pooled>'} "
+                 f"intent={candidate.intent} v{candidate.version}")
+        n = sketch.count
+        details: dict[str, float] = {"samples": float(n)}
+        if n < self.min_samples:
+            return RefitDecision(False, "too-few-samples",
+                                 f"{where} held: {n} samples in the window, policy needs {self.min_samples}; "
+                                 "wait for more traffic (the scorer falls back to the pooled map)", details)
+        tail = self.tail_samples(candidate, sketch)
+        details["tail_samples"] = tail
+        if tail < self.min_tail_samples:
+            above = f"above {self.watch_thresholds[-1]}" if self.watch_thresholds else "in the tail"
+            return RefitDecision(False, "too-few-tail-samples",
+                                 f"{where} held: ~{tail:.0f} samples {above}, policy needs "
+                                 f"{self.min_tail_samples}; wait for more traffic", details)
+        if current is None or current.is_identity:
+            return RefitDecision(True, "first-map", f"{where} published: first fitted map", details)
+        worst = 0.0
+        worst_tau = float("nan")
+        for tau in self.watch_thresholds:
+            new = alert_rate_on(candidate, sketch, tau)
+            old = alert_rate_on(current, sketch, tau)
+            shift = abs(new - old) / max(old, 1.0 / n)
+            details[f"alert_rate_candidate@{tau:g}"] = new
+            details[f"alert_rate_current@{tau:g}"] = old
+            if shift > worst:
+                worst, worst_tau = shift, tau
+        details["max_relative_shift"] = worst
+        if worst > self.max_alert_rate_shift and not allow_shift:
+            return RefitDecision(
+                False, "alert-rate-shift",
+                f"{where} held: alert rate at threshold {worst_tau:g} would move by {worst:.1%} versus map "
+                f"v{current.version} (bound {self.max_alert_rate_shift:.0%}); review the traffic, then "
+                "force the refit if the shift is wanted", details)
+        return RefitDecision(True, "published", f"{where} published (largest alert-rate shift {worst:.1%})",
+                             details)
+
+
+@dataclass(frozen=True)
+class RefitOutcome:
+    """One key's refit result: the candidate map and the decision taken on it."""
+
+    key: SketchKey
+    candidate: QuantileMap | None
+    decision: RefitDecision
+
+    @property
+    def published(self) -> bool:
+        return self.decision.publish
+
+
+ReferenceResolver = Callable[[str | None, str], ReferenceDistribution]
+
+
+class Refitter:
+    """Windowed sketches per (model version, tenant) and pooled per (model version, intent), refitted on demand.
+
+    ``references(tenant, intent)`` names the reference to map onto (tenant None: the pooled map's).
+    Published maps go into ``store`` so the next candidate is compared with them.
+    """
+
+    def __init__(
+        self,
+        references: ReferenceResolver | ReferenceDistribution,
+        policy: RefitPolicy | None = None,
+        *,
+        pooled_policy: RefitPolicy | None = None,
+        store: MapStore | None = None,
+        k: int = DEFAULT_K,
+        window_seconds: float = 3600.0,
+        buckets: int = 12,
+        knots: npt.ArrayLike | None = None,
+    ) -> None:
+        if isinstance(references, ReferenceDistribution):
+            fixed = references
+
+            def _resolve(tenant: str | None, intent: str) -> ReferenceDistribution:
+                return fixed
+
+            self._references: ReferenceResolver = _resolve
+        else:
+            self._references = references
+        self.policy = policy or RefitPolicy()
+        self.pooled_policy = pooled_policy or self.policy
+        self.store = store if store is not None else MapStore()
+        self._k, self._window, self._buckets = k, window_seconds, buckets
+        self._knots = DEFAULT_LEVELS if knots is None else np.asarray(knots, dtype=np.float64)
+        self._sketches: dict[SketchKey, WindowedSketch] = {}
+        self._dirty: set[SketchKey] = set()
+
+    def _sketch(self, key: SketchKey) -> WindowedSketch:
+        sketch = self._sketches.get(key)
+        if sketch is None:
+            sketch = self._sketches[key] = WindowedSketch(self._k, self._window, self._buckets)
+        return sketch
+
+    def observe(self, model: str, model_version: str, tenant: str, intent: str,
+                corrected_scores: npt.ArrayLike, now: float) -> None:
+        """Feed a batch of corrected scores (seconds ``now``) to the tenant's and the pooled sketch."""
+        batch = np.asarray(corrected_scores, dtype=np.float32).ravel()
+        for key in ((model, model_version, intent, tenant), (model, model_version, intent, None)):
+            self._sketch(key).update(batch, now)
+            self._dirty.add(key)
+
+    def sketch(self, model: str, model_version: str, tenant: str | None, intent: str) -> WindowedSketch | None:
+        """The sketch held for a key (tenant None: pooled), or None."""
+        return self._sketches.get((model, model_version, intent, tenant))
+
+    def sketch_state(self) -> dict[SketchKey, bytes]:
+        """Every sketch serialized (datasketches format), to checkpoint into a compacted topic."""
+        return {key: sketch.to_bytes() for key, sketch in self._sketches.items()}
+
+    def load_sketch(self, key: SketchKey, data: bytes) -> None:
+        """Restore one sketch from :meth:`sketch_state` bytes (e.g. on restart)."""
+        self._sketches[key] = WindowedSketch.from_bytes(data)
+        self._dirty.add(key)
+
+    def refit(self, now: float, force: bool = False) -> list[RefitOutcome]:
+        """Fit a candidate for every key with new scores (every key when ``force``) and decide on it.
+
+        ``force`` also overrides the alert-rate-shift guard (an operator's approval); sample guards hold.
+        """
+        keys = sorted(self._sketches if force else self._dirty, key=lambda k: (k[0], k[1], k[2], k[3] or ""))
+        outcomes: list[RefitOutcome] = []
+        now_ms = int(now * 1000)
+        for key in keys:
+            model, model_version, intent, tenant = key
+            sketch = self._sketches[key]
+            sketch.advance(now)
+            pooled = tenant is None
+            policy = self.pooled_policy if pooled else self.policy
+            current = (self.store.get_pooled(model, model_version, intent) if tenant is None
+                       else self.store.get(model, model_version, tenant))
+            version = 1 if current is None else current.version + 1
+            tail_tau = policy.watch_thresholds[-1] if policy.watch_thresholds else None
+            try:
+                candidate = fit_map(sketch, self._references(tenant, intent), model=model,
+                                    model_version=model_version, tenant=tenant, intent=intent,
+                                    version=version, knots=self._knots, tail_threshold=tail_tau,
+                                    now_ms=now_ms)
+            except MapError as exc:
+                outcomes.append(RefitOutcome(key, None, RefitDecision(False, "unfittable", str(exc),
+                                                                      {"samples": float(sketch.count)})))
+                continue
+            decision = policy.decide(candidate, current, sketch, allow_shift=force)
+            if decision.publish:
+                self.store.put(candidate)
+            outcomes.append(RefitOutcome(key, candidate, decision))
+        self._dirty.clear()
+        return outcomes
+
+    def fitted(self, model: str, model_version: str, tenant: str, intent: str | None = None) -> bool:
+        """True when the candidate has a published map for ``tenant`` (or, given ``intent``, a pooled one)."""
+        if self.store.get(model, model_version, tenant) is not None:
+            return True
+        return intent is not None and self.store.get_pooled(model, model_version, intent) is not None
