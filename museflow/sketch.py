@@ -169,10 +169,12 @@ class WindowedSketch:
         values = self._whole().get_quantiles(ranks.ravel().tolist(), True)
         return np.asarray(values, dtype=np.float64).reshape(ranks.shape)
 
-    def relative_rank_error(self, q: float, std_devs: int = 2) -> float:
-        """The sketch's a-priori bound on ``|rank error| / (1 - q)`` at rank ``q`` (REQ's RSE x std_devs)."""
-        n = max(self.count, 1)
-        return std_devs * float(ds.req_floats_sketch.get_RSE(self._k, q, True, n))
+    def relative_rank_error(self, q: float, std_devs: int = 3) -> float:
+        """REQ's own bound on ``|rank error| / (1 - q)`` at rank ``q`` (``std_devs`` in 1..3); 0 while exact."""
+        if self.is_empty or q >= 1.0:
+            return 0.0
+        upper = float(self._whole().get_rank_upper_bound(float(q), int(std_devs)))
+        return max(upper - q, 0.0) / (1.0 - q)
 
     def to_bytes(self) -> bytes:
         """Framed datasketches serialization of every bucket (no pickle), for a compacted topic."""
