@@ -1,0 +1,223 @@
+"""Per-tenant score monitoring on the scorer's hot path: alert rates at watch thresholds and drift.
+
+The scorer calls :meth:`ScoreMonitor.observe` once per batch. Each tenant keeps a ring of time
+buckets of *fine* bin counts: the fine edges are the union of the reference's drift bin edges
+(:class:`museflow.drift.DriftBins`) and the watch thresholds, so one ``searchsorted`` and one
+``bincount`` per batch feed both the drift histogram and the counts above every threshold
+(mapped and raw). The gauges ``museflow_alert_rate``, ``museflow_score_drift_psi`` and
+``museflow_score_drift_js`` are recomputed from the window at most every
+``publish_interval_seconds``, with :func:`museflow.drift.psi` and :func:`museflow.drift.jensen_shannon`.
+
+A score counts as an alert when strictly above a threshold (thresholds are placed at
+``nextafter(tau, +inf)``, and a score equal to an edge falls in the bin above), the same
+convention as :mod:`museflow.performance` and :func:`museflow.drift.alert_rates`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from museflow.drift import DEFAULT_EPSILON, DriftBins, jensen_shannon, psi
+from museflow.metrics import PipelineMetrics
+from museflow.reference import ReferenceDistribution
+
+__all__ = ["ScoreMonitor", "TenantScoreStats", "threshold_label"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def threshold_label(threshold: float) -> str:
+    """The ``threshold`` label value of a watch threshold: shortest round-tripping form (``0.995``)."""
+    return repr(float(threshold))
+
+
+@dataclass(frozen=True)
+class TenantScoreStats:
+    """What the window of one tenant says right now (rates are nan when the window is empty)."""
+
+    count: int
+    mapped_alert_rates: dict[float, float]
+    raw_alert_rates: dict[float, float]
+    psi: float
+    js: float
+
+
+class _Ring:
+    """Bin counts per time bucket; a bucket is reset when its slot comes round again."""
+
+    __slots__ = ("counts", "epochs", "span")
+
+    def __init__(self, n_bins: int, buckets: int, span: float) -> None:
+        self.counts = np.zeros((buckets, n_bins), dtype=np.int64)
+        self.epochs = np.full(buckets, -(2**62), dtype=np.int64)
+        self.span = span
+
+    def add(self, bins: IntArray, now: float) -> None:
+        epoch = int(now // self.span)
+        slot = epoch % self.epochs.size
+        if self.epochs[slot] != epoch:
+            if epoch < self.epochs[slot]:
+                return  # older than everything the slot holds: outside the window
+            self.epochs[slot] = epoch
+            self.counts[slot] = 0
+        self.counts[slot] += np.bincount(bins, minlength=self.counts.shape[1])
+
+    def total(self, now: float) -> IntArray:
+        epoch = int(now // self.span)
+        live = self.epochs > epoch - self.epochs.size
+        return np.asarray(self.counts[live].sum(axis=0), dtype=np.int64)
+
+
+class _TenantWindow:
+    """Sliding-window state of one tenant for one (thresholds, reference) configuration."""
+
+    __slots__ = ("bins", "drift_index", "fine_edges", "key", "mapped", "mapped_above", "raw", "raw_edges",
+                 "thresholds")
+
+    def __init__(self, key: tuple[object, ...], thresholds: tuple[float, ...], bins: DriftBins | None,
+                 buckets: int, span: float) -> None:
+        self.key = key
+        self.thresholds = thresholds
+        self.bins = bins
+        cuts = np.nextafter(np.asarray(thresholds, dtype=np.float64), np.inf)
+        drift_edges = bins.edges if bins is not None else np.empty(0)
+        self.fine_edges: FloatArray = np.unique(np.concatenate([drift_edges, cuts]))
+        self.raw_edges: FloatArray = np.unique(cuts)
+        lower = np.concatenate([[-np.inf], self.fine_edges])  # lower bound of fine bin i
+        self.drift_index: IntArray = np.searchsorted(drift_edges, lower, side="right").astype(np.int64)
+        self.mapped_above = lower[None, :] >= cuts[:, None]  # threshold k x fine bin i
+        self.mapped = _Ring(self.fine_edges.size + 1, buckets, span)
+        self.raw = _Ring(self.raw_edges.size + 1, buckets, span)
+
+    def add(self, mapped: FloatArray, raw: FloatArray, now: float) -> None:
+        self.mapped.add(np.searchsorted(self.fine_edges, mapped, side="right"), now)
+        if raw.size:
+            self.raw.add(np.searchsorted(self.raw_edges, raw, side="right"), now)
+
+    def stats(self, now: float, epsilon: float) -> TenantScoreStats:
+        fine = self.mapped.total(now)
+        n = int(fine.sum())
+        raw = self.raw.total(now)
+        n_raw = int(raw.sum())
+        mapped_rates: dict[float, float] = {}
+        raw_rates: dict[float, float] = {}
+        raw_lower = np.concatenate([[-np.inf], self.raw_edges])
+        for k, tau in enumerate(self.thresholds):
+            above = int(fine[self.mapped_above[k]].sum())
+            mapped_rates[tau] = above / n if n else math.nan
+            cut = np.nextafter(tau, np.inf)
+            raw_above = int(raw[raw_lower >= cut].sum())
+            raw_rates[tau] = raw_above / n_raw if n_raw else math.nan
+        drift_psi = drift_js = math.nan
+        if self.bins is not None and n:
+            counts = np.bincount(self.drift_index, weights=fine, minlength=self.bins.size)
+            drift_psi = psi(counts, self.bins.expected, epsilon)
+            drift_js = jensen_shannon(counts, self.bins.expected, epsilon)
+        return TenantScoreStats(n, mapped_rates, raw_rates, drift_psi, drift_js)
+
+
+class ScoreMonitor:
+    """Sliding-window alert rates (mapped and raw) and drift of mapped scores, per tenant.
+
+    ``observe`` is the hot path (a few numpy calls per batch); gauges are refreshed at most every
+    ``publish_interval_seconds`` from inside ``observe`` or by calling :meth:`publish`. Drift is
+    published once the window holds ``min_drift_samples`` scores; below that PSI is mostly noise.
+    """
+
+    def __init__(self, metrics: PipelineMetrics, window_seconds: float = 600.0, *, buckets: int = 10,
+                 publish_interval_seconds: float = 5.0, min_drift_samples: int = 100,
+                 epsilon: float = DEFAULT_EPSILON, clock: Callable[[], float] = time.monotonic) -> None:
+        if not window_seconds > 0 or buckets < 1:
+            raise ValueError(f"ScoreMonitor(window_seconds={window_seconds}, buckets={buckets}) needs both > 0")
+        self.metrics = metrics
+        self.window_seconds = float(window_seconds)
+        self.publish_interval_seconds = float(publish_interval_seconds)
+        self.min_drift_samples = int(min_drift_samples)
+        self._buckets = int(buckets)
+        self._span = self.window_seconds / self._buckets
+        self._epsilon = epsilon
+        self._clock = clock
+        self._tenants: dict[str, _TenantWindow] = {}
+        self._bins: dict[tuple[str, int], DriftBins] = {}
+        self._published: dict[str, tuple[str, ...]] = {}
+        self._next_publish = clock() + self.publish_interval_seconds
+
+    def observe(self, tenant: str, mapped_scores: npt.ArrayLike, raw_scores: npt.ArrayLike,
+                watch_thresholds: Sequence[float], reference: ReferenceDistribution | None) -> None:
+        """Add one batch of a tenant's served scores (mapped onto its reference, and raw model output)."""
+        now = self._clock()
+        window = self._window(tenant, watch_thresholds, reference)
+        window.add(np.asarray(mapped_scores, dtype=np.float64).ravel(),
+                   np.asarray(raw_scores, dtype=np.float64).ravel(), now)
+        if now >= self._next_publish:
+            self.publish(now)
+
+    def _window(self, tenant: str, watch_thresholds: Sequence[float],
+                reference: ReferenceDistribution | None) -> _TenantWindow:
+        thresholds = tuple(watch_thresholds)
+        ref_key = (reference.name, reference.version) if reference is not None else None
+        window = self._tenants.get(tenant)
+        if window is not None and window.key[0] == thresholds and window.key[1] == ref_key:
+            return window
+        bins = None
+        if reference is not None and ref_key is not None:
+            bins = self._bins.get(ref_key)
+            if bins is None:
+                bins = self._bins[ref_key] = DriftBins.from_reference(reference)
+        ordered = tuple(sorted({float(t) for t in thresholds}))
+        window = _TenantWindow((thresholds, ref_key), ordered, bins, self._buckets, self._span)
+        self._tenants[tenant] = window
+        return window
+
+    def stats(self, tenant: str, now: float | None = None) -> TenantScoreStats | None:
+        """The tenant's current window figures, or ``None`` for a tenant never observed."""
+        window = self._tenants.get(tenant)
+        if window is None:
+            return None
+        return window.stats(self._clock() if now is None else now, self._epsilon)
+
+    def publish(self, now: float | None = None) -> None:
+        """Recompute every tenant's gauges from its window; a tenant whose window emptied loses its series."""
+        now = self._clock() if now is None else now
+        self._next_publish = now + self.publish_interval_seconds
+        m = self.metrics
+        for tenant, window in self._tenants.items():
+            label = m.tenant_label(tenant)
+            stats = window.stats(now, self._epsilon)
+            shown = tuple(threshold_label(t) for t in window.thresholds)
+            self._retire(label, shown)
+            if stats.count == 0:
+                self._retire(label, ())
+                continue
+            self._published[label] = shown
+            for tau, text in zip(window.thresholds, shown, strict=True):
+                m.alert_rate.labels(label, text, "mapped").set(stats.mapped_alert_rates[tau])
+                raw_rate = stats.raw_alert_rates[tau]
+                if not math.isnan(raw_rate):
+                    m.alert_rate.labels(label, text, "raw").set(raw_rate)
+            if window.bins is not None and stats.count >= self.min_drift_samples:
+                m.drift_psi.labels(label).set(stats.psi)
+                m.drift_js.labels(label).set(stats.js)
+
+    def _retire(self, label: str, keep: tuple[str, ...]) -> None:
+        """Remove series of thresholds no longer watched (all of them, and drift, when ``keep`` is empty)."""
+        m = self.metrics
+        for text in self._published.get(label, ()):
+            if text in keep:
+                continue
+            for kind in ("mapped", "raw"):
+                with contextlib.suppress(KeyError):
+                    m.alert_rate.remove(label, text, kind)
+        if not keep:
+            self._published.pop(label, None)
+            for gauge in (m.drift_psi, m.drift_js):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(label)

@@ -1,0 +1,149 @@
+"""ScoreMonitor: sliding-window alert rates (mapped and raw) and drift gauges per tenant."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from museflow.drift import DriftBins, alert_rates
+from museflow.metrics import PipelineMetrics
+from museflow.monitoring import ScoreMonitor, threshold_label
+from museflow.reference import ReferenceDistribution
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def value(metrics: PipelineMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def setup() -> tuple[PipelineMetrics, ScoreMonitor, Clock]:
+    metrics = PipelineMetrics()
+    metrics.set_known(["acme", "globex"], ["cnp"])
+    clock = Clock()
+    return metrics, ScoreMonitor(metrics, 60.0, buckets=6, publish_interval_seconds=5.0, clock=clock), clock
+
+
+def test_alert_rates_match_the_definition_strictly_above_including_ties(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
+    mapped = np.array([0.1, 0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9, 0.2, 1.0])
+    raw = np.array([0.01, 0.02, 0.5, 0.91, 0.92, 0.96, 0.2, 0.3, 0.4, 0.9])
+    taus = (0.9, 0.99)
+    monitor.observe("acme", mapped, raw, taus, ReferenceDistribution.uniform())
+    monitor.publish()
+    expected_mapped = alert_rates(mapped, taus)
+    expected_raw = alert_rates(raw, taus)
+    for k, tau in enumerate(taus):
+        t = threshold_label(tau)
+        assert value(metrics, "museflow_alert_rate", tenant="acme", threshold=t, kind="mapped") == \
+            pytest.approx(expected_mapped[k])
+        assert value(metrics, "museflow_alert_rate", tenant="acme", threshold=t, kind="raw") == \
+            pytest.approx(expected_raw[k])
+    assert expected_mapped.tolist() == [0.5, 0.3]  # 0.9 itself is not above 0.9; 0.99 not above 0.99
+
+
+def test_drift_equals_psi_and_js_of_drift_bins_over_the_window(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, clock = setup
+    reference = ReferenceDistribution.uniform()
+    rng = np.random.default_rng(7)
+    shifted = rng.beta(2.0, 1.0, size=5000)
+    for batch in np.array_split(shifted, 10):
+        monitor.observe("acme", batch, batch, (0.9,), reference)
+    monitor.publish()
+    bins = DriftBins.from_reference(reference)
+    assert value(metrics, "museflow_score_drift_psi", tenant="acme") == pytest.approx(bins.psi(shifted))
+    assert value(metrics, "museflow_score_drift_js", tenant="acme") == pytest.approx(bins.jensen_shannon(shifted))
+    assert bins.psi(shifted) > 0.2
+
+    same = rng.uniform(size=20000)
+    other = ScoreMonitor(PipelineMetrics(), 60.0, clock=clock)
+    other.observe("acme", same, same, (0.9,), reference)
+    stats = other.stats("acme")
+    assert stats is not None and stats.psi < 0.01 and stats.js < 0.01
+
+
+def test_old_buckets_leave_the_window_and_empty_tenants_lose_their_series(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, clock = setup
+    reference = ReferenceDistribution.uniform()
+    monitor.observe("acme", np.full(200, 0.95), np.full(200, 0.95), (0.9,), reference)
+    clock.now += 30
+    monitor.observe("acme", np.full(200, 0.5), np.full(200, 0.5), (0.9,), reference)
+    monitor.publish()
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 0.5
+    clock.now += 40  # the first batch is now older than 60 s
+    monitor.publish()
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 0.0
+    clock.now += 60
+    monitor.publish()
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") is None
+    assert value(metrics, "museflow_score_drift_psi", tenant="acme") is None
+
+
+def test_gauges_refresh_at_most_every_publish_interval(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, clock = setup
+    monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.9,), None)
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") is None
+    clock.now += 5
+    monitor.observe("acme", np.array([0.1]), np.array([0.1]), (0.9,), None)
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 0.5
+    monitor.observe("acme", np.array([0.1, 0.1]), np.array([0.1, 0.1]), (0.9,), None)
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 0.5
+
+
+def test_drift_waits_for_enough_samples_and_needs_a_reference(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
+    reference = ReferenceDistribution.uniform()
+    monitor.observe("acme", np.full(50, 0.5), np.full(50, 0.5), (0.9,), reference)
+    monitor.observe("globex", np.full(500, 0.5), np.full(500, 0.5), (0.9,), None)
+    monitor.publish()
+    assert value(metrics, "museflow_score_drift_psi", tenant="acme") is None
+    assert value(metrics, "museflow_score_drift_psi", tenant="globex") is None
+    assert value(metrics, "museflow_alert_rate", tenant="globex", threshold="0.9", kind="mapped") == 0.0
+
+
+def test_changed_thresholds_retire_old_series_and_unknown_tenants_are_bounded(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
+    monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.9,), None)
+    monitor.publish()
+    monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.99,), None)
+    monitor.publish()
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") is None
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.99", kind="mapped") == 0.0
+    monitor.observe("not-configured", np.array([0.95]), np.array([0.95]), (0.9,), None)
+    monitor.publish()
+    assert value(metrics, "museflow_alert_rate", tenant="_other", threshold="0.9", kind="mapped") == 1.0
+
+
+def test_empty_raw_batch_keeps_raw_rate_unset(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
+    monitor.observe("acme", np.array([0.95, 0.1]), np.empty(0), (0.9,), None)
+    monitor.publish()
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 0.5
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="raw") is None
+    stats = monitor.stats("acme")
+    assert stats is not None and math.isnan(stats.raw_alert_rates[0.9])
+
+
+def test_observe_is_cheap() -> None:
+    """Not a benchmark: a generous bound that catches an accidental per-event Python loop."""
+    monitor = ScoreMonitor(PipelineMetrics(), 600.0, publish_interval_seconds=3600.0)
+    reference = ReferenceDistribution.uniform()
+    rng = np.random.default_rng(1)
+    mapped, raw = rng.uniform(size=500), rng.uniform(size=500)
+    taus = (0.9, 0.99, 0.999)
+    monitor.observe("acme", mapped, raw, taus, reference)
+    start = time.perf_counter()
+    for _ in range(2000):
+        monitor.observe("acme", mapped, raw, taus, reference)
+    per_batch = (time.perf_counter() - start) / 2000
+    assert per_batch < 500e-6, f"{per_batch * 1e6:.1f} µs per batch of 500"
