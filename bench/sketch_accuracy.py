@@ -52,10 +52,8 @@ def _run(kind: str, n: int, seed: int) -> tuple[list[float], int, float]:
     ordered = np.sort(data)
     errors = []
     for q in QS:
-        if isinstance(sketch, WindowedSketch):
-            value = float(sketch.quantile(q))
-        else:
-            value = sketch.get_quantile(q, True)  # type: ignore[attr-defined]
+        value = (float(sketch.quantile(q)) if isinstance(sketch, WindowedSketch)
+                 else sketch.get_quantile(q, True))  # type: ignore[attr-defined]
         exact_rank = np.searchsorted(ordered, value, side="right") / n
         errors.append(abs(exact_rank - q))
     size = len(sketch.to_bytes() if windowed else sketch.serialize())  # type: ignore[attr-defined]

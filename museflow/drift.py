@@ -61,7 +61,13 @@ def jensen_shannon(actual: npt.ArrayLike, expected: npt.ArrayLike, epsilon: floa
     if a.shape != e.shape:
         raise ValueError(f"jensen_shannon: {a.size} actual bins against {e.size} expected bins")
     m = 0.5 * (a + e)
-    return float(0.5 * np.sum(a * np.log2(a / m)) + 0.5 * np.sum(e * np.log2(e / m)))
+    return 0.5 * _kl_bits(a, m) + 0.5 * _kl_bits(e, m)
+
+
+def _kl_bits(p: FloatArray, m: FloatArray) -> float:
+    """KL(p || m) in bits with 0 log 0 = 0 (m > 0 wherever p > 0 since m is a mixture with p)."""
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log2(p[mask] / m[mask])))
 
 
 def alert_rates(scores: npt.ArrayLike, thresholds: Sequence[float]) -> FloatArray:

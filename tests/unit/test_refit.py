@@ -1,0 +1,167 @@
+"""Refit guards and the Refitter: each guard refuses with a reason, allowed cases publish, pooled fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from museflow.errors import RefitRefused
+from museflow.qmap import QuantileMap
+from museflow.reference import ReferenceDistribution
+from museflow.refit import RefitPolicy, Refitter, alert_rate_on, fit_map
+from museflow.sketch import WindowedSketch
+
+REF = ReferenceDistribution.uniform("pct", 1)
+WATCH = (0.95, 0.99, 0.995)
+
+
+def _sketch(data: np.ndarray, now: float = 10.0) -> WindowedSketch:
+    sketch = WindowedSketch(window_seconds=3600.0)
+    for i in range(0, data.size, 500):
+        sketch.update(data[i : i + 500], now=now)
+    return sketch
+
+
+def _fit(sketch: WindowedSketch, version: int = 1) -> QuantileMap:
+    return fit_map(sketch, REF, model="xgb", model_version="2", tenant="acme", intent="cnp", version=version)
+
+
+@pytest.fixture(scope="module")
+def traffic() -> np.ndarray:
+    return np.random.default_rng(21).beta(0.5, 9.0, size=60_000)
+
+
+def test_fit_map_records_counts_window_and_reference(traffic: np.ndarray) -> None:
+    sketch = WindowedSketch(window_seconds=600.0, buckets=10)
+    sketch.update(traffic[:30_000], now=120.0)
+    sketch.update(traffic[30_000:], now=300.0)
+    qmap = fit_map(sketch, REF, model="xgb", model_version="2", tenant="acme", intent="cnp", version=4,
+                   tail_threshold=0.99, now_ms=300_000)
+    assert qmap.version == 4 and qmap.sample_count == traffic.size
+    assert qmap.reference_name == "pct" and qmap.reference_version == 1
+    assert qmap.window_start_ms == 120_000 and qmap.window_end_ms == qmap.created_at_ms == 300_000
+    assert qmap.tail_sample_count == pytest.approx(0.01 * traffic.size, rel=0.1)
+    assert qmap.knots_x[0] == pytest.approx(traffic.min(), rel=1e-6)
+    assert qmap.knots_x[-1] == pytest.approx(traffic.max(), rel=1e-6)
+    assert qmap.knots_x.size >= 70
+
+
+def test_too_few_samples_is_refused(traffic: np.ndarray) -> None:
+    sketch = _sketch(traffic[:5000])
+    decision = RefitPolicy(min_samples=10_000).decide(_fit(sketch), None, sketch)
+    assert not decision.publish and decision.reason == "too-few-samples"
+    assert "5000 samples" in decision.message and "10000" in decision.message
+    with pytest.raises(RefitRefused, match="5000 samples in the window"):
+        decision.raise_if_held()
+
+
+def test_too_few_tail_samples_is_refused(traffic: np.ndarray) -> None:
+    sketch = _sketch(traffic[:20_000])
+    policy = RefitPolicy(min_samples=10_000, min_tail_samples=200, watch_thresholds=WATCH)
+    decision = policy.decide(_fit(sketch), None, sketch)
+    assert not decision.publish and decision.reason == "too-few-tail-samples"
+    assert decision.details["tail_samples"] == pytest.approx(100, rel=0.2)  # 0.5% of 20000
+    assert "above 0.995" in decision.message
+
+
+def test_first_map_is_published_against_identity_or_nothing(traffic: np.ndarray) -> None:
+    sketch = _sketch(traffic)
+    policy = RefitPolicy(min_samples=10_000, min_tail_samples=100, watch_thresholds=WATCH)
+    candidate = _fit(sketch)
+    ident = QuantileMap.identity("xgb", "2", "acme", "cnp")
+    for current in (None, ident):
+        decision = policy.decide(candidate, current, sketch)
+        assert decision.publish and decision.reason == "first-map"
+    assert alert_rate_on(ident, sketch, 0.99) < 0.002  # raw scores would barely alert at all
+
+
+def test_alert_rate_shift_beyond_the_bound_is_held(traffic: np.ndarray) -> None:
+    old = _sketch(traffic)
+    current = _fit(old)
+    shifted = _sketch(np.clip(traffic * 1.6, 0, 1))  # an attack or a feature outage
+    candidate = _fit(shifted, version=2)
+    policy = RefitPolicy(min_samples=10_000, min_tail_samples=50, watch_thresholds=WATCH,
+                         max_alert_rate_shift=0.25)
+    decision = policy.decide(candidate, current, shifted)
+    assert not decision.publish and decision.reason == "alert-rate-shift"
+    assert decision.details["max_relative_shift"] > 0.25
+    assert "bound 25%" in decision.message and "v1" in decision.message
+    forced = policy.decide(candidate, current, shifted, allow_shift=True)
+    assert forced.publish
+
+
+def test_refit_on_similar_traffic_is_published(traffic: np.ndarray) -> None:
+    current = _fit(_sketch(traffic[:30_000]))
+    recent = _sketch(traffic[30_000:])
+    policy = RefitPolicy(min_samples=10_000, min_tail_samples=50, watch_thresholds=WATCH,
+                         max_alert_rate_shift=0.25)
+    decision = policy.decide(_fit(recent, version=2), current, recent)
+    assert decision.publish and decision.reason == "published"
+    assert decision.details["max_relative_shift"] < 0.25
+
+
+def test_refitter_publishes_tenant_and_pooled_and_falls_back_for_small_tenants(traffic: np.ndarray) -> None:
+    policy = RefitPolicy(min_samples=10_000, min_tail_samples=20, watch_thresholds=WATCH)
+    refitter = Refitter(REF, policy)
+    for i in range(0, 50_000, 500):
+        refitter.observe("xgb", "2", "big", "cnp", traffic[i : i + 500], now=5.0)
+    refitter.observe("xgb", "2", "small", "cnp", traffic[50_000:51_000], now=5.0)
+    outcomes = {o.key: o for o in refitter.refit(now=6.0)}
+    assert outcomes[("xgb", "2", "cnp", "big")].published
+    assert outcomes[("xgb", "2", "cnp", None)].published
+    small = outcomes[("xgb", "2", "cnp", "small")]
+    assert not small.published and small.decision.reason == "too-few-samples"
+    assert refitter.fitted("xgb", "2", "big")
+    assert not refitter.fitted("xgb", "2", "small")
+    assert refitter.fitted("xgb", "2", "small", intent="cnp")
+    resolved = refitter.store.resolve("xgb", "2", "small", "cnp")
+    assert resolved.pooled and resolved.version == 1
+    assert refitter.store.resolve("xgb", "2", "big", "cnp").tenant == "big"
+    assert refitter.store.resolve("xgb", "3", "big", "cnp").is_identity
+    assert refitter.refit(now=7.0) == []  # nothing new observed
+
+
+def test_refitter_increments_versions_and_round_trips_sketches(traffic: np.ndarray) -> None:
+    refitter = Refitter(lambda tenant, intent: REF, RefitPolicy(min_samples=1000, min_tail_samples=5))
+    refitter.observe("xgb", "2", "acme", "cnp", traffic[:20_000], now=1.0)
+    assert [o.candidate.version for o in refitter.refit(1.0) if o.candidate] == [1, 1]
+    refitter.observe("xgb", "2", "acme", "cnp", traffic[20_000:40_000], now=2.0)
+    second = refitter.refit(2.0)
+    assert all(o.published for o in second)
+    assert refitter.store.get("xgb", "2", "acme").version == 2  # type: ignore[union-attr]
+    state = refitter.sketch_state()
+    clone = Refitter(REF)
+    for key, blob in state.items():
+        clone.load_sketch(key, blob)
+    assert clone.sketch("xgb", "2", "acme", "cnp").count == 40_000  # type: ignore[union-attr]
+
+
+def test_unfittable_constant_scores_are_reported_not_raised() -> None:
+    refitter = Refitter(REF, RefitPolicy(min_samples=10, min_tail_samples=0))
+    refitter.observe("xgb", "2", "acme", "cnp", np.full(100, 0.3), now=1.0)
+    outcomes = refitter.refit(1.0)
+    assert all(o.decision.reason == "unfittable" and o.candidate is None for o in outcomes)
+    assert "constant model" in outcomes[0].decision.message
+
+
+def test_model_swap_keeps_tenant_alert_rates_while_raw_rates_move() -> None:
+    rng = np.random.default_rng(5)
+    reference = ReferenceDistribution.from_samples("acme-incumbent", 1, rng.beta(0.5, 9.0, 300_000))
+    watch = tuple(float(t) for t in reference.threshold_for([0.05, 0.01, 0.005]))
+    refitter = Refitter(reference, RefitPolicy(min_samples=50_000, min_tail_samples=100, watch_thresholds=watch))
+    incumbent = rng.beta(0.5, 9.0, 300_000)
+    candidate = rng.beta(2.0, 3.0, 300_000)  # a new model with a very different score scale
+    for i in range(0, 300_000, 500):
+        refitter.observe("xgb", "1", "acme", "cnp", incumbent[i : i + 500], now=1.0)
+        refitter.observe("xgb", "2", "acme", "cnp", candidate[i : i + 500], now=1.0)
+    assert all(o.published for o in refitter.refit(2.0))
+    old_map = refitter.store.resolve("xgb", "1", "acme", "cnp")
+    new_map = refitter.store.resolve("xgb", "2", "acme", "cnp")
+    fresh_old, fresh_new = rng.beta(0.5, 9.0, 500_000), rng.beta(2.0, 3.0, 500_000)
+    for rate in (0.05, 0.01, 0.005):
+        tau = float(reference.threshold_for(rate))
+        before = float(np.mean(old_map.apply(fresh_old) > tau))
+        after = float(np.mean(new_map.apply(fresh_new) > tau))
+        assert after == pytest.approx(before, rel=0.15)
+        assert after == pytest.approx(rate, rel=0.12)
+        assert float(np.mean(fresh_new > tau)) > 5 * rate  # the raw candidate would flood the tenant
