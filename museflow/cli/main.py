@@ -16,6 +16,7 @@ __all__ = ["cli", "main"]
 # (module, attribute) of each subcommand; imported lazily so `museflow --help` stays fast.
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("museflow.cli.kafka", "kafka_group"),
+    "lag": ("museflow.cli.lag", "lag_command"),
 }
 
 
