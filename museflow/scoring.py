@@ -29,16 +29,19 @@ def posterior_correction(s: float, beta: float) -> float: ...
 @overload
 def posterior_correction(s: npt.ArrayLike, beta: float) -> FloatArray: ...
 def posterior_correction(s: float | npt.ArrayLike, beta: float) -> float | FloatArray:
-    """Undo negative down-sampling at rate ``beta`` in (0, 1]: ``beta*s / (beta*s - s + 1)``."""
+    """Undo negative down-sampling at rate ``beta`` in (0, 1]: ``beta*s / (beta*s - s + 1)``.
+
+    The result is capped at 1.0 so rounding at s = 1 never yields a probability above one.
+    """
     if not 0.0 < beta <= 1.0:
         raise SpecError(f"negative_sampling_rate beta must be in (0, 1], got {beta}")
     if isinstance(s, float | int):
-        return float(s) if beta == 1.0 else beta * s / (beta * s - s + 1.0)
+        return float(s) if beta == 1.0 else min(1.0, beta * s / (beta * s - s + 1.0))
     arr = np.asarray(s, dtype=np.float64)
     if beta == 1.0:
         return arr.copy()
     out: FloatArray = beta * arr / (beta * arr - arr + 1.0)
-    return out
+    return np.minimum(out, 1.0, out=out)
 
 
 @dataclass(frozen=True)

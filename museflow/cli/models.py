@@ -59,14 +59,17 @@ def train_demo_command(out_dir: Path, seed: int, n_events: int) -> None:
     with console.status("training demo models") as status:
         models = train_demo_models(out_dir, seed=seed, n_events=n_events, progress=status.update)
     table = Table(title=f"demo models in {out_dir}")
-    for column in ("model", "version", "intent", "beta", "train rows", "held-out AUC", "mean p / fraud rate", "spec"):
-        table.add_column(column)
+    for column in ("model", "version", "beta", "train rows", "AUC", "mean p", "fraud rate"):
+        table.add_column(column, no_wrap=True)
     for m in models:
         table.add_row(
-            m.name, m.version, m.intent, f"{m.beta:g}", f"{m.train_rows:,}", f"{m.auc:.3f}",
-            f"{m.mean_probability:.4f} / {m.holdout_fraud_rate:.4f}", str(m.spec_path),
+            m.name, m.version, f"{m.beta:g}", f"{m.train_rows:,}", f"{m.auc:.3f}",
+            f"{m.mean_probability:.4f}", f"{m.holdout_fraud_rate:.4f}",
         )
     console.print(table)
+    console.print("AUC and mean corrected probability are on held-out events (the last 20%).")
+    for m in models:
+        click.echo(f"wrote {m.spec_path}")
 
 
 def _indent(text: str) -> str:
