@@ -130,3 +130,11 @@ def test_score_handles_events_with_missing_fields(model: LoadedModel) -> None:
     batch = model.score([{}, {"amount": 10.0, "attributes": {}}])
     assert np.all(np.isfinite(batch.probability)) and batch.probability.shape == (2,)
     assert batch.defaults_by_feature() == {"log_amount": 1, "velocity_1h": 2, "distance_km": 2, "channel": 2}
+
+
+def test_a_score_does_not_depend_on_the_batch_it_arrives_in(model: LoadedModel, events: list[dict[str, Any]]) -> None:
+    whole = model.score(events[:60])
+    singles = np.concatenate([model.score([e]).probability for e in events[:60]])
+    halves = np.concatenate([model.score(events[:25]).probability, model.score(events[25:60]).probability])
+    np.testing.assert_array_equal(whole.probability, singles)
+    np.testing.assert_array_equal(whole.probability, halves)
