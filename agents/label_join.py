@@ -1,0 +1,114 @@
+"""The label-join role: served scores from the score log meet delayed labels, by event id.
+
+Two agents feed one :class:`museflow.labeljoin.LabelJoin` (both run on this worker's event loop,
+so no locking); a timer publishes the labelled-performance gauges. State is the core's bounded
+in-memory store, not a Faust table: the score log is keyed ``model/tenant`` while labels are
+keyed by ``event_id``, so a table would need a repartition topic as large as the score log,
+and Faust's memory store keeps every key. The cost: run this role as one replica (it reads
+every partition of both topics), and a restart forgets pending halves of joins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import faust
+
+from museflow.config import Settings
+from museflow.deadletter import DeadLetterWriter
+from museflow.kafka.schema_registry import serdes_from_settings
+from museflow.labeljoin import LabelJoin, LabelMetrics
+from museflow.metrics import PipelineMetrics
+
+__all__ = ["DEFAULT_THRESHOLDS", "PUBLISH_INTERVAL_SECONDS", "register"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5,)
+PUBLISH_INTERVAL_SECONDS = 5.0
+_MAX_FUTURE_SECONDS = 300.0
+
+
+def _seconds(value: Any) -> float:
+    """Avro timestamp-millis as decoded (datetime, or int milliseconds) to epoch seconds."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.timestamp()
+    return float(value) / 1000.0
+
+
+def _clamped(seconds: float) -> float:
+    """A record time from the future (clock skew) must not push the window past real time."""
+    return min(seconds, time.time() + _MAX_FUTURE_SECONDS)
+
+
+def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *,
+             thresholds_for: Callable[[str], Sequence[float]] | None = None,
+             window_seconds: float | None = None, max_entries: int | None = None) -> LabelJoin:
+    """Join ``museflow.score-log`` (served scores) with ``museflow.labels`` and export labelled performance.
+
+    ``thresholds_for(tenant)`` gives the watch thresholds of a tenant's routes (default
+    :data:`DEFAULT_THRESHOLDS`); the window and memory bound default to the settings
+    ``label_join_window_seconds`` / ``label_join_max_entries`` when present, else 30 days / 500k.
+    """
+    join = LabelJoin(
+        window_seconds=window_seconds or float(getattr(settings, "label_join_window_seconds", 30 * 86400.0)),
+        max_entries=max_entries or int(getattr(settings, "label_join_max_entries", 500_000)),
+    )
+    label_metrics = LabelMetrics(metrics.registry, tenant_label=metrics.tenant_label)
+    thresholds = thresholds_for or (lambda tenant: DEFAULT_THRESHOLDS)
+    serdes = serdes_from_settings(settings)
+    dlq = app.topic(settings.topics.dlq)
+
+    async def send_dead_letter(topic: str, key: bytes | None, value: bytes) -> None:
+        await dlq.send(key=key, value=value)
+
+    dead_letters = DeadLetterWriter(settings.topics.dlq, serde=serdes.dead_letters, asend=send_dead_letter,
+                                    registry=metrics.registry, stage="label-join")
+
+    async def reject(event: Any, error: Exception) -> None:
+        msg = event.message
+        await dead_letters.awrite(msg.value, reason=getattr(error, "reason", "undecodable"), detail=str(error),
+                                  key=msg.key, source_topic=msg.topic, source_partition=msg.partition,
+                                  source_offset=msg.offset)
+
+    @app.agent(app.topic(settings.topics.score_log), name=f"{settings.app_id}.label-join-scores")
+    async def scores(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=max(settings.batch_window_seconds, 0.2)):
+            records = serdes.score_log.decode_many([e.message.value for e in batch])
+            for event, record in zip(batch, records, strict=True):
+                if isinstance(record, Exception):
+                    await reject(event, record)
+                    continue
+                if not record["served"] or record["score"] is None:
+                    continue
+                joined = join.add_score(record["event_id"], record["tenant"], float(record["score"]),
+                                        _clamped(_seconds(record["event_time"])), cohort=record["intent"])
+                if joined is not None:
+                    label_metrics.count_join(joined)
+
+    @app.agent(app.topic(settings.topics.labels), name=f"{settings.app_id}.label-join-labels")
+    async def labels(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=max(settings.batch_window_seconds, 0.2)):
+            records = serdes.labels.decode_many([e.message.value for e in batch])
+            for event, record in zip(batch, records, strict=True):
+                if isinstance(record, Exception):
+                    await reject(event, record)
+                    continue
+                joined = join.add_label(record["event_id"], bool(record["is_fraud"]),
+                                        _clamped(_seconds(record["label_time"])), tenant=record["tenant"],
+                                        cohort=record.get("cohort"))
+                if joined is not None:
+                    label_metrics.count_join(joined)
+
+    @app.timer(PUBLISH_INTERVAL_SECONDS, name=f"{settings.app_id}.label-join-publish")
+    async def publish() -> None:
+        join.expire(now=time.time())
+        label_metrics.publish(join, thresholds)
+
+    return join
