@@ -105,6 +105,12 @@ class Settings:
     producer_linger_seconds: float = 0.005
     broker_session_timeout_seconds: float = 10.0
 
+    refit_interval_seconds: float = 15.0
+    refit_window_seconds: float = 3600.0
+    refit_min_samples: int = 5000
+    refit_min_tail_samples: int = 50
+    refit_max_alert_rate_shift: float = 0.25
+
     model_dir: str = "models"
     data_dir: str = ".museflow"
     metrics_port: int = 9108

@@ -133,8 +133,10 @@ class Route:
         for tau in self.watch_thresholds:
             if not 0.0 <= tau <= 1.0:
                 raise RouteError(f"route {self.key}: watch threshold {tau} is outside [0, 1]")
-        if "@" not in self.reference:
-            raise RouteError(f"route {self.key}: reference {self.reference!r} must look like NAME@VERSION")
+        ref_name, sep, ref_version = self.reference.partition("@")
+        if not (sep and ref_name and ref_version.isdigit()):
+            raise RouteError(f"route {self.key}: reference {self.reference!r} must look like NAME@VERSION "
+                             "with an integer version, e.g. uniform@1")
         object.__setattr__(self, "_salt", hashlib.blake2b(self.key.encode(), digest_size=16).digest())
 
     @property
@@ -183,7 +185,7 @@ class Route:
                 {"model": c.model.name, "version": c.model.version, "mode": c.mode, "fraction": c.fraction}
                 for c in self.candidates
             ],
-            "reference": {"name": ref_name, "version": ref_version},
+            "reference": {"name": ref_name, "version": int(ref_version)},
             "watch_thresholds": list(self.watch_thresholds),
             "updated_at": self.updated_at, "updated_by": self.updated_by,
             "comment": self.comment, "deleted": self.deleted,

@@ -17,6 +17,13 @@ __all__ = ["cli", "main"]
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("museflow.cli.kafka", "kafka_group"),
     "lag": ("museflow.cli.lag", "lag_command"),
+    "observe": ("museflow.cli.observe", "observe_group"),
+    "produce": ("museflow.cli.produce", "produce_command"),
+    "models": ("museflow.cli.models", "models_group"),
+    "routes": ("museflow.cli.routes", "routes_group"),
+    "tail": ("museflow.cli.tail", "tail_command"),
+    "topics": ("museflow.cli.worker", "topics_group"),
+    "worker": ("museflow.cli.worker", "worker_command"),
 }
 
 

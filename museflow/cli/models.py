@@ -1,17 +1,15 @@
-"""``museflow models``: validate model specs with their artifacts, train the demo models.
-
-The group is importable on its own (``from museflow.cli.models import models_group``) so the
-main CLI can mount it and other commands (deploy, list, show) can be added to it.
-"""
+"""``museflow models``: validate, deploy, list, show, promote and retire models; train the demo ones."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from museflow.cli.options import kafka_options, settings_from
 from museflow.demo_models import DEFAULT_DEMO_EVENTS, train_demo_models
 from museflow.errors import ArtifactError, SpecError
 from museflow.registry import ModelRegistry
@@ -21,7 +19,7 @@ __all__ = ["models_group"]
 
 @click.group("models")
 def models_group() -> None:
-    """Model specs, artifacts and demo models."""
+    """Model specs and artifacts: validate, deploy, list, show, promote, retire; demo models."""
 
 
 @models_group.command("validate")
@@ -74,3 +72,90 @@ def train_demo_command(out_dir: Path, seed: int, n_events: int) -> None:
 
 def _indent(text: str) -> str:
     return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+@models_group.command("deploy")
+@kafka_options
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--by", default="cli", show_default=True, help="Who deploys (recorded in the deployment record).")
+def deploy(bootstrap_servers: str | None, topic_prefix: str | None, specs: tuple[Path, ...], by: str) -> None:
+    """Validate SPEC(s) and their artifacts, then publish deployment records; workers load them live."""
+    from museflow.kafka.control import publish_deployment
+
+    settings = settings_from(bootstrap_servers, topic_prefix)
+    for spec in specs:
+        click.echo(publish_deployment(settings, str(spec), by=by))
+
+
+@models_group.command("retire")
+@kafka_options
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--by", default="cli", show_default=True)
+def retire(bootstrap_servers: str | None, topic_prefix: str | None, spec: Path, by: str) -> None:
+    """Unload a model version from every worker (refused while a route still uses it)."""
+    from museflow.cli.routes import read_state
+    from museflow.errors import RouteError
+    from museflow.kafka.control import publish_deployment
+    from museflow.spec import load_spec
+
+    settings = settings_from(bootstrap_servers, topic_prefix)
+    loaded = load_spec(spec)
+    users = [r.key for r in read_state(settings).routes if any(m.name == loaded.name and m.version == loaded.version
+                                                               for m in r.models())]
+    if users:
+        raise RouteError(f"{loaded.name}@{loaded.version} is still used by routes {users}; change them first")
+    click.echo(publish_deployment(settings, str(spec), by=by, action="retire"))
+
+
+@models_group.command("list")
+@kafka_options
+def list_models(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
+    """Deployed model versions, the routes that use them and their fitted maps."""
+    from museflow.cli.routes import read_state
+
+    state = read_state(settings_from(bootstrap_servers, topic_prefix))
+    table = Table("model", "version", "deployed", "by", "used by routes", "fitted maps")
+    for ref, dep in sorted(state.deployments.items()):
+        users = [f"{r.key} ({'champion' if r.champion == ref else 'candidate'})" for r in state.routes
+                 if ref in r.models()]
+        maps = [m for m in state.maps if (m.model, m.model_version) == (ref.name, ref.version)]
+        table.add_row(ref.name, ref.version, time.strftime("%Y-%m-%d %H:%M", time.gmtime(dep.deployed_at / 1000)),
+                      dep.deployed_by, "\n".join(users) or "-",
+                      ", ".join(sorted(f"{m.tenant or 'pooled:' + m.intent} v{m.version}" for m in maps)) or "-")
+    Console().print(table)
+
+
+@models_group.command("show")
+@kafka_options
+@click.argument("model")
+def show(bootstrap_servers: str | None, topic_prefix: str | None, model: str) -> None:
+    """The deployed spec of MODEL (NAME@VERSION)."""
+    from museflow.cli.routes import read_state
+    from museflow.routing import ModelRef
+
+    ref = ModelRef.parse(model)
+    state = read_state(settings_from(bootstrap_servers, topic_prefix))
+    dep = state.deployments.get(ref)
+    if dep is None:
+        raise click.ClickException(f"{ref} is not deployed; deployed: {sorted(map(str, state.deployments)) or 'none'}")
+    click.echo(f"# {ref} deployed {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(dep.deployed_at / 1000))} "
+               f"by {dep.deployed_by}; artifact {dep.artifact_uri} sha256 {dep.artifact_sha256}")
+    click.echo(dep.spec_yaml)
+
+
+@models_group.command("promote")
+@kafka_options
+@click.argument("route")
+@click.argument("candidate")
+@click.option("--allow-pooled", is_flag=True, help="Accept the pooled (model, intent) map for a low-traffic tenant.")
+@click.option("--by", default="cli", show_default=True)
+def promote(bootstrap_servers: str | None, topic_prefix: str | None, route: str, candidate: str,
+            allow_pooled: bool, by: str) -> None:
+    """Make CANDIDATE (NAME@VERSION) the champion of ROUTE (TENANT/INTENT), once its maps are fitted."""
+    from museflow.cli.routes import promote_route
+    from museflow.routing import ModelRef
+
+    settings = settings_from(bootstrap_servers, topic_prefix)
+    promoted = promote_route(settings, route, ModelRef.parse(candidate), by=by, allow_pooled=allow_pooled)
+    click.echo(f"route {route} v{promoted.version}: champion {promoted.champion} "
+               f"(rollback: museflow routes rollback {route})")

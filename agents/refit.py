@@ -1,0 +1,85 @@
+"""Refit role: score log in, quantile maps out (on a schedule; guards hold bad maps back)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+import numpy as np
+
+from agents.context import WorkerContext
+from museflow.reference import ReferenceDistribution
+from museflow.refit import RefitPolicy, Refitter
+
+__all__ = ["build_refitter", "register"]
+
+log = logging.getLogger(__name__)
+
+
+def build_refitter(ctx: WorkerContext) -> Refitter:
+    """A Refitter whose references and watched thresholds come from the routes in force."""
+    settings, state = ctx.settings, ctx.state
+
+    def reference(tenant: str | None, intent: str) -> ReferenceDistribution:
+        routes = [r for r in state.routes if r.intent == intent and (tenant is None or r.tenant == tenant)]
+        if not routes:
+            return state.reference("uniform@1")
+        names = [r.reference for r in routes]
+        return state.reference(max(set(names), key=names.count))
+
+    thresholds = sorted({t for r in state.routes for t in r.watch_thresholds})
+    policy = RefitPolicy(min_samples=settings.refit_min_samples, min_tail_samples=settings.refit_min_tail_samples,
+                         watch_thresholds=thresholds, max_alert_rate_shift=settings.refit_max_alert_rate_shift)
+    return Refitter(reference, policy, store=state.maps, window_seconds=settings.refit_window_seconds)
+
+
+def register(app: faust.App, ctx: WorkerContext) -> None:
+    settings, metrics = ctx.settings, ctx.metrics
+    holder: dict[str, Refitter] = {}
+
+    def refitter() -> Refitter:
+        if "r" not in holder:
+            holder["r"] = build_refitter(ctx)
+        return holder["r"]
+
+    @app.agent(app.topic(settings.topics.score_log), name="museflow-refit")
+    async def observe(stream: Any) -> None:
+        await ctx.wait_control("refit")
+        async for batch in stream.take_events(settings.batch_size, within=max(settings.batch_window_seconds, 0.2)):
+            records = ctx.serdes.score_log.decode_many([e.message.value for e in batch])
+            groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+            for record in records:
+                if isinstance(record, Exception):
+                    log.warning("undecodable score-log record skipped: %s", record)
+                    continue
+                key = (record["model"], record["model_version"], record["tenant"], record["intent"])
+                groups[key].append(record["corrected_score"])
+            now = time.time()
+            r = refitter()
+            for (model, version, tenant, intent), scores in groups.items():
+                r.observe(model, version, tenant, intent, np.asarray(scores), now)
+
+    @app.timer(settings.refit_interval_seconds)
+    async def publish() -> None:
+        if not ctx.follower.caught_up:
+            return
+        r = refitter()
+        r.policy = build_refitter(ctx).policy
+        outcomes = r.refit(time.time())
+        for outcome in outcomes:
+            decision = outcome.decision
+            outcome_label = "published" if outcome.published else "held"
+            metrics.child(metrics.map_publications, outcome_label, decision.reason).inc()
+            if not outcome.published or outcome.candidate is None:
+                if decision.reason != "too-few-samples":
+                    log.warning("map for %s held: %s", outcome.key, decision.message)
+                continue
+            qmap = outcome.candidate
+            key = f"{qmap.model}@{qmap.model_version}/{qmap.tenant or '_pooled:' + qmap.intent}".encode()
+            value = ctx.serdes.quantile_maps.encode(qmap.to_record())
+            fut = await app.producer.send(settings.topics.quantile_maps, key, value, None, None, None)
+            await fut
+            log.info("published %s", qmap)

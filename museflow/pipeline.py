@@ -1,0 +1,339 @@
+"""The router and scorer steps as pure functions over batches (the Faust agents call these).
+
+The router stamps every forwarded event with the decision it made (route version, serving
+model version and role, shadow model versions) in message headers, so the scorer applies
+exactly that decision even if the route changes in between: no event is scored by a
+half-applied configuration, and every output names the versions it used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from museflow.config import TopicNames
+from museflow.errors import MuseflowError, SerializationError, ValidationError
+from museflow.routing import ModelRef
+from museflow.scoring import LoadedModel
+from museflow.serde import Serdes
+from museflow.state import PipelineState
+
+__all__ = [
+    "H_INGEST",
+    "H_ROLE",
+    "H_ROUTE",
+    "H_SERVE",
+    "H_SHADOW",
+    "DeadLetterRequest",
+    "InMessage",
+    "OutMessage",
+    "RouterStep",
+    "ScorerStep",
+    "StepResult",
+]
+
+H_ROUTE, H_SERVE, H_ROLE, H_SHADOW, H_INGEST = "mf-route", "mf-serve", "mf-role", "mf-shadow", "mf-ingest-ms"
+
+
+@dataclass(frozen=True)
+class InMessage:
+    """A consumed message: bytes plus where it came from."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int = 0
+    headers: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    """A message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class DeadLetterRequest:
+    """An input that cannot go on, with its reason code and detail."""
+
+    message: InMessage
+    reason: str
+    detail: str
+    tenant: str | None = None
+
+
+@dataclass
+class StepResult:
+    """What a step produced from one batch."""
+
+    out: list[OutMessage] = field(default_factory=list)
+    dead: list[DeadLetterRequest] = field(default_factory=list)
+    primary: int = 0
+
+
+def _entity_key(event: Mapping[str, Any], fallback: bytes | None) -> bytes:
+    if fallback:
+        return fallback
+    for name in ("card_id", "account_id", "event_id"):
+        value = event.get(name)
+        if value:
+            return str(value).encode()
+    return b""
+
+
+class RouterStep:
+    """Decoded events in; forwards to model topics and dead-letter requests out."""
+
+    def __init__(self, state: PipelineState, topics: TopicNames,
+                 validate: Callable[[Mapping[str, Any]], None]) -> None:
+        self.state = state
+        self.topics = topics
+        self.validate = validate
+        self._model_topics: dict[str, str] = {}
+
+    def _model_topic(self, model: str) -> str:
+        topic = self._model_topics.get(model)
+        if topic is None:
+            topic = self._model_topics[model] = self.topics.model(model)
+        return topic
+
+    def run(self, messages: Sequence[InMessage], decoded: Sequence[Mapping[str, Any] | Exception],
+            now_ms: int | None = None) -> StepResult:
+        result = StepResult()
+        metrics = self.state.metrics
+        routes = self.state.routes
+        ingest = str(now_ms if now_ms is not None else int(time.time() * 1000)).encode()
+        for message, event in zip(messages, decoded, strict=True):
+            if isinstance(event, Exception):
+                reason = getattr(event, "reason", "undecodable")
+                result.dead.append(DeadLetterRequest(message, reason, str(event)))
+                metrics.child(metrics.events_in, "_invalid", "_invalid").inc()
+                continue
+            tenant, intent = str(event.get("tenant")), str(event.get("intent"))
+            metrics.child(metrics.events_in, metrics.tenant_label(tenant), metrics.intent_label(intent)).inc()
+            try:
+                self.validate(event)
+            except (ValidationError, SerializationError) as exc:
+                result.dead.append(DeadLetterRequest(message, exc.reason, str(exc), None))
+                continue
+            route = routes.get(tenant, intent)
+            if route is None:
+                if routes.has_tenant(tenant):
+                    result.dead.append(DeadLetterRequest(
+                        message, "unknown_intent",
+                        f"tenant {tenant!r} has no route for intent {intent!r}; known intents: "
+                        f"{sorted(r.intent for r in routes if r.tenant == tenant)}", tenant))
+                else:
+                    result.dead.append(DeadLetterRequest(
+                        message, "unknown_tenant", f"no route for tenant {tenant!r}; set one with "
+                        "`museflow routes set`", None))
+                continue
+            decision = route.decide(str(event["event_id"]))
+            key = _entity_key(event, message.key)
+            base = ((H_ROUTE, str(route.version).encode()), (H_INGEST, ingest))
+            same = [s for s in decision.shadows if s.name == decision.serve.name]
+            headers = (*base, (H_SERVE, str(decision.serve).encode()), (H_ROLE, decision.role.encode()),
+                       (H_SHADOW, ",".join(map(str, same)).encode()))
+            value = message.value or b""
+            result.out.append(OutMessage(self._model_topic(decision.serve.name), key, value, headers))
+            result.primary += 1
+            metrics.child(metrics.events_routed, tenant, intent, decision.serve.name).inc()
+            others: dict[str, list[ModelRef]] = defaultdict(list)
+            for shadow in decision.shadows:
+                if shadow.name != decision.serve.name:
+                    others[shadow.name].append(shadow)
+            for model, refs in others.items():
+                result.out.append(OutMessage(self._model_topic(model), key, value, (
+                    *base, (H_SERVE, b""), (H_ROLE, b"shadow"), (H_SHADOW, ",".join(map(str, refs)).encode()))))
+        return result
+
+
+@dataclass
+class _Task:
+    """Rows of one batch that one model version scores."""
+
+    rows: list[int] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+
+
+class ScorerStep:
+    """Forwarded events in; scored events (tenant topics) and score-log records out."""
+
+    def __init__(self, state: PipelineState, topics: TopicNames, serdes: Serdes,
+                 monitor: Any | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.topics = topics
+        self._encode_scored = serdes["ScoredEvent"].encode
+        self._encode_log = serdes["ScoreLogRecord"].encode
+        self.monitor = monitor
+        self.clock = clock
+        self._tenant_topics: dict[str, str] = {}
+        self._watch: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+
+    def _tenant_topic(self, tenant: str) -> str:
+        topic = self._tenant_topics.get(tenant)
+        if topic is None:
+            topic = self._tenant_topics[tenant] = self.topics.scores(tenant)
+        return topic
+
+    def missing_models(self, messages: Sequence[InMessage]) -> set[ModelRef]:
+        """Serving model versions named by ``messages`` that this worker has not loaded."""
+        wanted = {m.headers.get(H_SERVE, b"") for m in messages}
+        missing = set()
+        for raw in wanted:
+            if raw:
+                ref = ModelRef.parse(raw.decode())
+                if self.state.registry.find(ref.name, ref.version) is None:
+                    missing.add(ref)
+        return missing
+
+    def run(self, messages: Sequence[InMessage], decoded: Sequence[Mapping[str, Any] | Exception]) -> StepResult:
+        result = StepResult()
+        tasks: dict[str, _Task] = defaultdict(_Task)
+        events: list[Mapping[str, Any]] = []
+        index: list[int] = []
+        for i, (message, event) in enumerate(zip(messages, decoded, strict=True)):
+            if isinstance(event, Exception):
+                result.dead.append(DeadLetterRequest(message, getattr(event, "reason", "undecodable"), str(event)))
+                continue
+            row = len(events)
+            events.append(event)
+            index.append(i)
+            serve = message.headers.get(H_SERVE, b"").decode()
+            if serve:
+                task = tasks[serve]
+                task.rows.append(row)
+                task.roles.append(message.headers.get(H_ROLE, b"champion").decode())
+            for shadow in filter(None, message.headers.get(H_SHADOW, b"").decode().split(",")):
+                task = tasks[shadow]
+                task.rows.append(row)
+                task.roles.append("shadow")
+        scored_at = self.clock()
+        scored_ms = int(scored_at * 1000)
+        for ref_text, task in tasks.items():
+            self._score_task(ref_text, task, messages, events, index, scored_ms, result)
+        return result
+
+    def _score_task(self, ref_text: str, task: _Task, messages: Sequence[InMessage],
+                    events: Sequence[Mapping[str, Any]], index: Sequence[int], scored_ms: int,
+                    result: StepResult) -> None:
+        state, metrics = self.state, self.state.metrics
+        ref = ModelRef.parse(ref_text)
+        model = state.registry.find(ref.name, ref.version)
+        rows = task.rows
+        if model is None:
+            why = state.rejected.get(f"deployment {ref}", "not deployed")
+            for row, role in zip(rows, task.roles, strict=True):
+                if role != "shadow":
+                    result.dead.append(DeadLetterRequest(
+                        messages[index[row]], "model_unavailable", f"model {ref} is not loaded in this worker ({why})",
+                        str(events[row].get("tenant"))))
+            return
+        batch_events = [events[r] for r in rows]
+        try:
+            scores = model.score(batch_events)
+        except MuseflowError as exc:
+            for row, role in zip(rows, task.roles, strict=True):
+                if role != "shadow":
+                    result.dead.append(DeadLetterRequest(messages[index[row]], "scoring_failed", str(exc),
+                                                         str(events[row].get("tenant"))))
+            return
+        for feature, count in scores.defaults_by_feature().items():
+            metrics.child(metrics.feature_values, ref.name, feature).inc(len(rows))
+            if count:
+                metrics.child(metrics.feature_defaults, ref.name, feature).inc(count)
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for j, event in enumerate(batch_events):
+            groups[(str(event["tenant"]), str(event["intent"]))].append(j)
+        watch = self._watched(model)
+        for (tenant, intent), positions in groups.items():
+            qmap = state.maps.resolve(ref.name, ref.version, tenant, intent)
+            pos = np.asarray(positions)
+            mapped = qmap.apply(scores.probability[pos])
+            route = state.routes.get(tenant, intent)
+            reference = f"{qmap.reference_name}@{qmap.reference_version}"
+            served_mapped: list[float] = []
+            served_raw: list[float] = []
+            for k, j in enumerate(positions):
+                row = rows[j]
+                role = task.roles[j]
+                message = messages[index[row]]
+                event = batch_events[j]
+                event_time = _millis(event["event_time"])
+                route_version = int(message.headers.get(H_ROUTE, b"0"))
+                raw, corrected, score = float(scores.raw[j]), float(scores.probability[j]), float(mapped[k])
+                served = role != "shadow"
+                log_record = {
+                    "event_id": event["event_id"], "tenant": tenant, "intent": intent, "model": ref.name,
+                    "model_version": ref.version, "role": role, "served": served, "raw_score": raw,
+                    "corrected_score": corrected, "score": score, "map_version": qmap.version,
+                    "route_version": route_version, "reference": reference, "event_time": event_time,
+                    "scored_at": scored_ms, "features": {name: _feature(event, src) for name, src in watch},
+                }
+                log_key = f"{ref}/{tenant}".encode()
+                result.out.append(OutMessage(self.topics.score_log, log_key,
+                                             self._encode_log(log_record)))
+                metrics.child(metrics.events_scored, tenant, intent, ref.name, role).inc()
+                if not served:
+                    continue
+                ingest = int(message.headers.get(H_INGEST, b"0") or 0)
+                timings = {"route_to_score_ms": float(scored_ms - ingest)} if ingest else {}
+                scored = {
+                    "event_id": event["event_id"], "tenant": tenant, "intent": intent, "model": ref.name,
+                    "model_version": ref.version, "route_version": route_version, "role": role,
+                    "raw_score": raw, "corrected_score": corrected, "score": score, "map_version": qmap.version,
+                    "reference": reference, "event_time": event_time, "scored_at": scored_ms,
+                    "latency_ms": float(scored_ms - event_time), "timings": timings,
+                }
+                result.out.append(OutMessage(self._tenant_topic(tenant), message.key,
+                                             self._encode_scored(scored)))
+                result.primary += 1
+                metrics.child(metrics.events_out, tenant, intent).inc()
+                metrics.child(metrics.end_to_end_latency, tenant).observe(max(0.0, (scored_ms - event_time) / 1000))
+                served_mapped.append(score)
+                served_raw.append(raw)
+            if self.monitor is not None and served_mapped and route is not None:
+                self.monitor.observe(tenant, np.asarray(served_mapped), np.asarray(served_raw),
+                                     route.watch_thresholds, state.reference(route.reference))
+
+    def _watched(self, model: LoadedModel) -> tuple[tuple[str, str], ...]:
+        """(feature name, event source field) of the features the spec asks to monitor."""
+        found = self._watch.get(model.key)
+        if found is None:
+            watched = set(model.spec.monitoring.features)
+            found = self._watch[model.key] = tuple((f.name, f.source) for f in model.spec.features
+                                                   if f.name in watched)
+        return found
+
+
+def _millis(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    timestamp = getattr(value, "timestamp", None)
+    if timestamp is not None:
+        return int(timestamp() * 1000)
+    return int(value)
+
+
+def _feature(event: Mapping[str, Any], source: str) -> float:
+    if source.startswith("attributes."):
+        value = (event.get("attributes") or {}).get(source[len("attributes."):])
+    else:
+        value = event.get(source)
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
