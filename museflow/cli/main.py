@@ -18,7 +18,6 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("museflow.cli.kafka", "kafka_group"),
     "lag": ("museflow.cli.lag", "lag_command"),
     "observe": ("museflow.cli.observe", "observe_group"),
-    "observe": ("museflow.cli.observe", "observe_group"),
     "produce": ("museflow.cli.produce", "produce_command"),
     "models": ("museflow.cli.models", "models_group"),
     "routes": ("museflow.cli.routes", "routes_group"),
