@@ -109,7 +109,7 @@ def test_values_schema_is_strict_at_every_object_level() -> None:
         if isinstance(node, dict):
             if node.get("type") == "object" or "properties" in node:
                 ap = node.get("additionalProperties")
-                open_map = isinstance(ap, dict) and ap.get("type") == "string" or (
+                open_map = (isinstance(ap, dict) and ap.get("type") == "string") or (
                     isinstance(ap, dict) and "type" in ap)
                 passthrough = where.startswith("properties.affinity.properties.") or where == "properties.global"
                 if ap is not False and not open_map and not passthrough:
@@ -273,7 +273,7 @@ def test_rendered_manifests_validate_against_kubernetes_schemas(values: Path) ->
         for doc in docs:
             try:
                 validate_object(doc, kube_version)
-            except Exception as exc:  # noqa: BLE001 - collect every failure with its object
+            except Exception as exc:
                 failures.append(f"{doc['kind']}/{doc['metadata']['name']}: {str(exc)[:400]}")
         assert not failures, f"Kubernetes {kube_version}:\n" + "\n".join(failures)
 
@@ -374,7 +374,8 @@ def test_env_is_what_museflow_reads_and_secrets_are_only_referenced(values: Path
                 assert "value" not in env[name], f"{name} inlined"
             if vals["kafka"]["securityProtocol"].startswith("SASL"):
                 ref = env["MUSEFLOW_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
-                assert ref == {"name": vals["kafka"]["sasl"]["existingSecret"], "key": vals["kafka"]["sasl"]["passwordKey"]}
+                sasl = vals["kafka"]["sasl"]
+                assert ref == {"name": sasl["existingSecret"], "key": sasl["passwordKey"]}
             else:
                 assert "MUSEFLOW_SASL_PASSWORD" not in env
             if vals["schemaRegistry"]["username"]:
@@ -405,8 +406,9 @@ def test_services_pdbs_and_servicemonitor_select_the_workers(values: Path) -> No
     wanted = {f"rel-museflow-{role}" for key, role in (("router", "router"), ("refit", "refit"),
                                                       ("labelJoin", "label-join"), ("lag", "lag"))
               if vals[key]["enabled"] and vals[key]["podDisruptionBudget"]["enabled"]}
+    default_pdb = vals["scorerDefaults"]["podDisruptionBudget"]["enabled"]
     wanted |= {f"rel-museflow-scorer-{g['name']}" for g in vals["scorerGroups"]
-               if g.get("podDisruptionBudget", {}).get("enabled", vals["scorerDefaults"]["podDisruptionBudget"]["enabled"])}
+               if g.get("podDisruptionBudget", {}).get("enabled", default_pdb)}
     assert {p["metadata"]["name"] for p in pdbs} == wanted
     for pdb in pdbs:
         matched = [d for d in deployments if selects(pdb["spec"]["selector"]["matchLabels"], pod_labels(d))]
