@@ -17,7 +17,6 @@ __all__ = ["cli", "main"]
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("museflow.cli.kafka", "kafka_group"),
     "lag": ("museflow.cli.lag", "lag_command"),
-    "produce": ("museflow.cli.produce", "produce_command"),
     "observe": ("museflow.cli.observe", "observe_group"),
     "produce": ("museflow.cli.produce", "produce_command"),
     "models": ("museflow.cli.models", "models_group"),
