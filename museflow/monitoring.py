@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,12 +81,13 @@ class _TenantWindow:
     """Sliding-window state of one tenant for one (thresholds, reference) configuration."""
 
     __slots__ = ("bins", "drift_index", "fine_edges", "key", "mapped", "mapped_above", "raw", "raw_edges",
-                 "thresholds")
+                 "seen", "thresholds")
 
-    def __init__(self, key: tuple[object, ...], thresholds: tuple[float, ...], bins: DriftBins | None,
+    def __init__(self, key: tuple[str, int] | None, thresholds: tuple[float, ...], bins: DriftBins | None,
                  buckets: int, span: float) -> None:
         self.key = key
         self.thresholds = thresholds
+        self.seen: set[tuple[float, ...]] = set()
         self.bins = bins
         cuts = np.nextafter(np.asarray(thresholds, dtype=np.float64), np.inf)
         drift_edges = bins.edges if bins is not None else np.empty(0)
@@ -134,7 +136,8 @@ class ScoreMonitor:
 
     def __init__(self, metrics: PipelineMetrics, window_seconds: float = 600.0, *, buckets: int = 10,
                  publish_interval_seconds: float = 5.0, min_drift_samples: int = 100,
-                 epsilon: float = DEFAULT_EPSILON, clock: Callable[[], float] = time.monotonic) -> None:
+                 epsilon: float = DEFAULT_EPSILON, clock: Callable[[], float] = time.monotonic,
+                 publish_on_scrape: bool = True) -> None:
         if not window_seconds > 0 or buckets < 1:
             raise ValueError(f"ScoreMonitor(window_seconds={window_seconds}, buckets={buckets}) needs both > 0")
         self.metrics = metrics
@@ -149,31 +152,53 @@ class ScoreMonitor:
         self._bins: dict[tuple[str, int], DriftBins] = {}
         self._published: dict[str, tuple[str, ...]] = {}
         self._next_publish = clock() + self.publish_interval_seconds
+        self._lock = threading.Lock()
+        if publish_on_scrape:
+            metrics.registry.register(_PublishWhenDue(self))  # type: ignore[arg-type]
 
     def observe(self, tenant: str, mapped_scores: npt.ArrayLike, raw_scores: npt.ArrayLike,
                 watch_thresholds: Sequence[float], reference: ReferenceDistribution | None) -> None:
         """Add one batch of a tenant's served scores (mapped onto its reference, and raw model output)."""
         now = self._clock()
-        window = self._window(tenant, watch_thresholds, reference)
-        window.add(np.asarray(mapped_scores, dtype=np.float64).ravel(),
-                   np.asarray(raw_scores, dtype=np.float64).ravel(), now)
+        with self._lock:
+            window = self._window(tenant, watch_thresholds, reference)
+            window.add(np.asarray(mapped_scores, dtype=np.float64).ravel(),
+                       np.asarray(raw_scores, dtype=np.float64).ravel(), now)
+        if now >= self._next_publish:
+            self.publish(now)
+
+    def publish_if_due(self) -> None:
+        """Publish when the interval has passed (scrapes call it, so gauges age out without traffic)."""
+        now = self._clock()
         if now >= self._next_publish:
             self.publish(now)
 
     def _window(self, tenant: str, watch_thresholds: Sequence[float],
                 reference: ReferenceDistribution | None) -> _TenantWindow:
+        """The tenant's window; its thresholds are the union over the tenant's routes (intents).
+
+        A threshold seen for the first time rebuilds the window (history restarts once); a new
+        reference restarts it with only the thresholds given now.
+        """
         thresholds = tuple(watch_thresholds)
         ref_key = (reference.name, reference.version) if reference is not None else None
         window = self._tenants.get(tenant)
-        if window is not None and window.key[0] == thresholds and window.key[1] == ref_key:
-            return window
+        if window is not None and window.key == ref_key:
+            if thresholds in window.seen:
+                return window
+            if set(thresholds) <= set(window.thresholds):
+                window.seen.add(thresholds)
+                return window
         bins = None
         if reference is not None and ref_key is not None:
             bins = self._bins.get(ref_key)
             if bins is None:
                 bins = self._bins[ref_key] = DriftBins.from_reference(reference)
-        ordered = tuple(sorted({float(t) for t in thresholds}))
-        window = _TenantWindow((thresholds, ref_key), ordered, bins, self._buckets, self._span)
+        wanted = {float(t) for t in thresholds}
+        if window is not None and window.key == ref_key:
+            wanted |= set(window.thresholds)
+        window = _TenantWindow(ref_key, tuple(sorted(wanted)), bins, self._buckets, self._span)
+        window.seen.add(thresholds)
         self._tenants[tenant] = window
         return window
 
@@ -187,6 +212,10 @@ class ScoreMonitor:
     def publish(self, now: float | None = None) -> None:
         """Recompute every tenant's gauges from its window; a tenant whose window emptied loses its series."""
         now = self._clock() if now is None else now
+        with self._lock:
+            self._publish(now)
+
+    def _publish(self, now: float) -> None:
         self._next_publish = now + self.publish_interval_seconds
         m = self.metrics
         for tenant, window in self._tenants.items():
@@ -221,3 +250,17 @@ class ScoreMonitor:
             for gauge in (m.drift_psi, m.drift_js):
                 with contextlib.suppress(KeyError):
                     gauge.remove(label)
+
+
+class _PublishWhenDue:
+    """A collector that yields nothing and lets a scrape refresh the gauges (seen from the next scrape on)."""
+
+    def __init__(self, monitor: ScoreMonitor) -> None:
+        self._monitor = monitor
+
+    def describe(self) -> list[object]:
+        return []
+
+    def collect(self) -> list[object]:
+        self._monitor.publish_if_due()
+        return []

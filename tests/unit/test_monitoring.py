@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from museflow.drift import DriftBins, alert_rates
 from museflow.metrics import PipelineMetrics
@@ -111,17 +112,49 @@ def test_drift_waits_for_enough_samples_and_needs_a_reference(setup) -> None:  #
     assert value(metrics, "museflow_alert_rate", tenant="globex", threshold="0.9", kind="mapped") == 0.0
 
 
-def test_changed_thresholds_retire_old_series_and_unknown_tenants_are_bounded(setup) -> None:  # type: ignore[no-untyped-def]
+def test_a_tenants_routes_share_one_window_with_the_union_of_their_thresholds(setup) -> None:  # type: ignore[no-untyped-def]
+    """The scorer observes per (tenant, intent) with each route's thresholds: alternating must not reset."""
     metrics, monitor, _clock = setup
-    monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.9,), None)
+    reference = ReferenceDistribution.uniform()
+    for _ in range(3):
+        monitor.observe("acme", np.array([0.95, 0.1]), np.array([0.95, 0.1]), (0.9, 0.99), reference)
+        monitor.observe("acme", np.array([0.97, 0.2]), np.array([0.5, 0.2]), (0.95,), reference)
     monitor.publish()
-    monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.99,), None)
+    stats = monitor.stats("acme")
+    assert stats is not None and stats.count == 10  # the first new threshold restarts history once
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 0.5
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.95", kind="mapped") == 0.3
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.95", kind="raw") == 0.0
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.99", kind="mapped") == 0.0
+
+
+def test_a_new_reference_restarts_the_window_and_retires_old_thresholds(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
+    monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.9,), ReferenceDistribution.uniform())
+    monitor.publish()
+    monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.99,),
+                    ReferenceDistribution.uniform(version=2))
     monitor.publish()
     assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") is None
     assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.99", kind="mapped") == 0.0
+
+
+def test_unknown_tenants_are_bounded_to_other(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
     monitor.observe("not-configured", np.array([0.95]), np.array([0.95]), (0.9,), None)
     monitor.publish()
     assert value(metrics, "museflow_alert_rate", tenant="_other", threshold="0.9", kind="mapped") == 1.0
+
+
+def test_a_scrape_publishes_when_due_so_a_burst_is_not_left_half_published(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, clock = setup
+    clock.now += 5
+    monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.9,), None)  # publishes the first batch
+    monitor.observe("acme", np.array([0.1, 0.1, 0.1]), np.array([0.1, 0.1, 0.1]), (0.9,), None)
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 1.0
+    clock.now += 5
+    generate_latest(metrics.registry)  # the scrape that publishes
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 0.25
 
 
 def test_empty_raw_batch_keeps_raw_rate_unset(setup) -> None:  # type: ignore[no-untyped-def]
