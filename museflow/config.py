@@ -170,6 +170,15 @@ class Settings:
             raise ConfigError(f"unknown settings: {sorted(unknown)}")
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """``MUSEFLOW_*`` variables that rebuild these settings in a child process (secrets included)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[ENV_PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)

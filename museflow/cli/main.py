@@ -70,3 +70,7 @@ def main() -> None:
     except MuseflowError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaException
@@ -59,7 +60,25 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float
             if exc.args and getattr(exc.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
                 continue
             raise KafkaError(f"creating topic {name} on {settings.bootstrap_servers} failed: {exc}") from exc
+    _wait_for_leaders(admin, created, timeout)
     return created
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """A created topic serves requests only once every partition has a leader."""
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=timeout)
+        for name in list(pending):
+            topic = metadata.topics.get(name)
+            if topic is not None and topic.error is None and topic.partitions and all(
+                    p.leader >= 0 and p.error is None for p in topic.partitions.values()):
+                pending.discard(name)
+        if pending:
+            time.sleep(0.1)
+    if pending:
+        raise KafkaError(f"topics {sorted(pending)} have no partition leader {timeout:.0f}s after creation")
 
 
 def delete_topics(settings: Settings, names: Iterable[str], timeout: float = 30.0) -> None:

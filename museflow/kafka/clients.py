@@ -82,14 +82,22 @@ class Record:
 
 def topic_end_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
     """Partition -> (low, high) watermarks of ``topic``."""
-    metadata = consumer.list_topics(topic, timeout=timeout)
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None:
-        raise KafkaError(f"topic {topic} does not exist on the broker ({info.error if info else 'absent'})")
-    return {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
-        for p in info.partitions
-    }
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            metadata = consumer.list_topics(topic, timeout=timeout)
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None:
+                raise KafkaError(f"topic {topic} does not exist on the broker ({info.error if info else 'absent'})")
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
+                for p in info.partitions
+            }
+        except KafkaException as exc:
+            retriable = exc.args and getattr(exc.args[0], "retriable", lambda: False)()
+            if (not retriable and "leader" not in str(exc).lower()) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read_topic(
