@@ -11,8 +11,7 @@ import faust
 import numpy as np
 
 from agents.context import WorkerContext
-from museflow.reference import ReferenceDistribution
-from museflow.refit import RefitPolicy, Refitter
+from museflow.refit import Refitter, refitter_for_routes
 
 __all__ = ["build_refitter", "register"]
 
@@ -20,20 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def build_refitter(ctx: WorkerContext) -> Refitter:
-    """A Refitter whose references and watched thresholds come from the routes in force."""
+    """A Refitter configured from the worker's settings and the routes in force."""
     settings, state = ctx.settings, ctx.state
-
-    def reference(tenant: str | None, intent: str) -> ReferenceDistribution:
-        routes = [r for r in state.routes if r.intent == intent and (tenant is None or r.tenant == tenant)]
-        if not routes:
-            return state.reference("uniform@1")
-        names = [r.reference for r in routes]
-        return state.reference(max(set(names), key=names.count))
-
-    thresholds = sorted({t for r in state.routes for t in r.watch_thresholds})
-    policy = RefitPolicy(min_samples=settings.refit_min_samples, min_tail_samples=settings.refit_min_tail_samples,
-                         watch_thresholds=thresholds, max_alert_rate_shift=settings.refit_max_alert_rate_shift)
-    return Refitter(reference, policy, store=state.maps, window_seconds=settings.refit_window_seconds)
+    return refitter_for_routes(
+        state.routes, state.reference, min_samples=settings.refit_min_samples,
+        min_tail_samples=settings.refit_min_tail_samples, max_alert_rate_shift=settings.refit_max_alert_rate_shift,
+        window_seconds=settings.refit_window_seconds, store=state.maps)
 
 
 def register(app: faust.App, ctx: WorkerContext) -> None:

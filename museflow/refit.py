@@ -8,8 +8,9 @@ pooled per intent), calls :meth:`Refitter.refit` periodically, and publishes the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,7 @@ __all__ = [
     "SketchKey",
     "alert_rate_on",
     "fit_map",
+    "refitter_for_routes",
 ]
 
 DEFAULT_LEVELS = probability_grid()
@@ -291,3 +293,23 @@ class Refitter:
         if self.store.get(model, model_version, tenant) is not None:
             return True
         return intent is not None and self.store.get_pooled(model, model_version, intent) is not None
+
+
+def refitter_for_routes(routes: Iterable[Any], reference: Callable[[str], ReferenceDistribution], *,
+                        min_samples: int, min_tail_samples: int, max_alert_rate_shift: float,
+                        window_seconds: float, store: MapStore | None = None) -> Refitter:
+    """A Refitter whose references and watched thresholds come from the routes in force.
+
+    A tenant's maps target its route's reference; the pooled map of an intent targets the
+    reference most of that intent's routes use. ``routes`` is re-read on every resolution (pass
+    a live RouteTable); thresholds are read once, so rebuild the policy when routes change.
+    """
+
+    def resolve(tenant: str | None, intent: str) -> ReferenceDistribution:
+        names = [r.reference for r in routes if r.intent == intent and (tenant is None or r.tenant == tenant)]
+        return reference(max(set(names), key=names.count) if names else "uniform@1")
+
+    thresholds = sorted({float(t) for r in routes for t in r.watch_thresholds})
+    policy = RefitPolicy(min_samples=min_samples, min_tail_samples=min_tail_samples,
+                         watch_thresholds=thresholds, max_alert_rate_shift=max_alert_rate_shift)
+    return Refitter(resolve, policy, store=store, window_seconds=window_seconds)

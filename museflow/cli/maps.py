@@ -1,0 +1,80 @@
+"""``museflow maps``: list the published quantile maps; refit them on demand from the score log."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from museflow.cli.options import kafka_options, settings_from
+
+__all__ = ["maps_group"]
+
+
+@click.group("maps")
+def maps_group() -> None:
+    """Quantile maps: (model version, tenant) -> the tenant's reference distribution."""
+
+
+@maps_group.command("list")
+@kafka_options
+def list_maps(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
+    """Published maps with their version, samples, fit window and age."""
+    from museflow.cli.routes import read_state
+
+    state = read_state(settings_from(bootstrap_servers, topic_prefix))
+    now = time.time()
+    table = Table("model", "tenant", "intent", "version", "reference", "samples", "tail", "age")
+    for m in sorted(state.maps, key=lambda m: (m.model, m.model_version, m.tenant or "", m.intent)):
+        table.add_row(f"{m.model}@{m.model_version}", m.tenant or "(pooled)", m.intent, str(m.version),
+                      f"{m.reference_name}@{m.reference_version}", f"{m.sample_count:,}", f"{m.tail_sample_count:,}",
+                      f"{now - m.created_at_ms / 1000:.0f}s")
+    Console().print(table)
+
+
+@maps_group.command("refit")
+@kafka_options
+@click.option("--since", "since_s", type=float, default=None,
+              help="Fit on scores logged in the last SECONDS (default: MUSEFLOW_REFIT_WINDOW_SECONDS).")
+@click.option("--force", is_flag=True, help="Override the alert-rate-shift guard (sample guards still hold).")
+@click.option("--dry-run", is_flag=True, help="Show what would be published without publishing.")
+def refit(bootstrap_servers: str | None, topic_prefix: str | None, since_s: float | None, force: bool,
+          dry_run: bool) -> None:
+    """Refit every (model version, tenant) map now from the score log, with the same guards as the agent."""
+    from museflow.cli.routes import read_state
+    from museflow.kafka.control import publish_control
+    from museflow.kafka.schema_registry import serdes_from_settings
+    from museflow.kafka.scorelog import read_score_log
+    from museflow.refit import refitter_for_routes
+
+    settings = settings_from(bootstrap_servers, topic_prefix)
+    window = since_s or settings.refit_window_seconds
+    state = read_state(settings)
+    refitter = refitter_for_routes(
+        state.routes, state.reference, min_samples=settings.refit_min_samples,
+        min_tail_samples=settings.refit_min_tail_samples, max_alert_rate_shift=settings.refit_max_alert_rate_shift,
+        window_seconds=window, store=state.maps)
+    now = time.time()
+    groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for r in read_score_log(settings, since_ms=int((now - window) * 1000)):
+        groups[(r["model"], r["model_version"], r["tenant"], r["intent"])].append(r["corrected_score"])
+    for (model, version, tenant, intent), scores in groups.items():
+        refitter.observe(model, version, tenant, intent, np.asarray(scores), now)
+    serde = serdes_from_settings(settings).quantile_maps
+    table = Table("model", "tenant", "intent", "outcome", "reason", "samples")
+    for outcome in refitter.refit(now, force=force):
+        model, version, intent, tenant = outcome.key
+        published = outcome.published and outcome.candidate is not None
+        if published and not dry_run and outcome.candidate is not None:
+            qmap = outcome.candidate
+            key = f"{qmap.model}@{qmap.model_version}/{qmap.tenant or '_pooled:' + qmap.intent}"
+            publish_control(settings, settings.topics.quantile_maps, key, serde.encode(qmap.to_record()))
+        verdict = (f"published v{outcome.candidate.version}" if published and outcome.candidate and not dry_run
+                   else "would publish" if published else "held")
+        table.add_row(f"{model}@{version}", tenant or "(pooled)", intent, verdict, outcome.decision.message[:80],
+                      f"{len(groups.get((model, version, tenant, intent), ())) if tenant else '-'}")
+    Console().print(table)
