@@ -23,8 +23,13 @@ DEFAULT_INTERVAL_SECONDS = 5.0
 def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *,
              groups: Sequence[str] | None = None,
              interval: float = DEFAULT_INTERVAL_SECONDS) -> LagCollector:
-    """Export ``museflow_consumer_lag{group,topic,partition}`` for ``groups`` (default: the app id's group)."""
-    collector = LagCollector(settings, tuple(groups) if groups else (settings.app_id,), registry=metrics.registry)
+    """Export ``museflow_consumer_lag{group,topic,partition}`` for ``groups``.
+
+    By default: every consumer group of this deployment, i.e. the app id and the per-role groups
+    ``<app id>-<roles>`` that split workers use, discovered on each refresh.
+    """
+    collector = LagCollector(settings, tuple(groups) if groups else None, registry=metrics.registry,
+                             group_prefix=None if groups else settings.app_id)
 
     @app.timer(interval, name=f"{settings.app_id}.lag")
     async def refresh_lag() -> None:

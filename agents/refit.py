@@ -58,7 +58,6 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         if not ctx.follower.caught_up:
             return
         r = refitter()
-        r.policy = build_refitter(ctx).policy
         outcomes = r.refit(time.time())
         for outcome in outcomes:
             decision = outcome.decision

@@ -209,7 +209,9 @@ class Refitter:
         window_seconds: float = 3600.0,
         buckets: int = 12,
         knots: npt.ArrayLike | None = None,
+        policy_for: Callable[[str | None, str], RefitPolicy] | None = None,
     ) -> None:
+        self._policy_for = policy_for
         if isinstance(references, ReferenceDistribution):
             fixed = references
 
@@ -267,7 +269,10 @@ class Refitter:
             sketch = self._sketches[key]
             sketch.advance(now)
             pooled = tenant is None
-            policy = self.pooled_policy if pooled else self.policy
+            if self._policy_for is not None:
+                policy = self._policy_for(tenant, intent)
+            else:
+                policy = self.pooled_policy if pooled else self.policy
             current = (self.store.get_pooled(model, model_version, intent) if tenant is None
                        else self.store.get(model, model_version, tenant))
             version = 1 if current is None else current.version + 1
@@ -301,15 +306,22 @@ def refitter_for_routes(routes: Iterable[Any], reference: Callable[[str], Refere
     """A Refitter whose references and watched thresholds come from the routes in force.
 
     A tenant's maps target its route's reference; the pooled map of an intent targets the
-    reference most of that intent's routes use. ``routes`` is re-read on every resolution (pass
-    a live RouteTable); thresholds are read once, so rebuild the policy when routes change.
+    reference most of that intent's routes use; the guards use the tenant's own watch thresholds.
+    ``routes`` is re-read at every refit (pass a live RouteTable).
     """
 
     def resolve(tenant: str | None, intent: str) -> ReferenceDistribution:
         names = [r.reference for r in routes if r.intent == intent and (tenant is None or r.tenant == tenant)]
         return reference(max(set(names), key=names.count) if names else "uniform@1")
 
-    thresholds = sorted({float(t) for r in routes for t in r.watch_thresholds})
-    policy = RefitPolicy(min_samples=min_samples, min_tail_samples=min_tail_samples,
-                         watch_thresholds=thresholds, max_alert_rate_shift=max_alert_rate_shift)
-    return Refitter(resolve, policy, store=store, window_seconds=window_seconds)
+    def policy_for(tenant: str | None, intent: str) -> RefitPolicy:
+        """The tail guard counts samples above the highest threshold *this* tenant watches."""
+        mine = [r for r in routes if r.intent == intent and (tenant is None or r.tenant == tenant)]
+        thresholds = sorted({float(t) for r in mine for t in r.watch_thresholds})
+        if tenant is None and thresholds:
+            thresholds = thresholds[:1]  # pooled maps serve small tenants: guard on the lowest common threshold
+        return RefitPolicy(min_samples=min_samples, min_tail_samples=min_tail_samples,
+                           watch_thresholds=thresholds, max_alert_rate_shift=max_alert_rate_shift)
+
+    return Refitter(resolve, policy_for(None, ""), store=store, window_seconds=window_seconds,
+                    policy_for=policy_for)

@@ -158,7 +158,10 @@ class PipelineState:
             self._reject("quantile map", f"{record.get('model')}@{record.get('model_version')}", exc)
             return None
         if not self.maps.put(qmap):
-            return None
+            held = self.maps.get_pooled(qmap.model, qmap.model_version, qmap.intent) if qmap.tenant is None \
+                else self.maps.get(qmap.model, qmap.model_version, qmap.tenant)
+            if held is None or held.version != qmap.version:
+                return None
         tenant = qmap.tenant or "_pooled"
         self.metrics.child(self.metrics.map_version, qmap.model, tenant).set(qmap.version)
         self.metrics.child(self.metrics.map_created, qmap.model, tenant).set(qmap.created_at_ms / 1000)

@@ -161,9 +161,11 @@ class LagCollector:
     """
 
     def __init__(self, settings: Settings, groups: Sequence[str] | None = None, *,
-                 registry: CollectorRegistry | None = None, timeout: float = 10.0) -> None:
+                 registry: CollectorRegistry | None = None, timeout: float = 10.0,
+                 group_prefix: str | None = None) -> None:
         self.settings = settings
         self.groups = None if groups is None else tuple(groups)
+        self.group_prefix = group_prefix
         self.timeout = timeout
         self._admin: AdminClient | None = None
         self._rows: list[PartitionLag] = []
@@ -178,7 +180,11 @@ class LagCollector:
         try:
             if self._admin is None:
                 self._admin = AdminClient(self.settings.librdkafka_config())
-            rows = read_lag(self.settings, self.groups, admin=self._admin, timeout=self.timeout)
+            groups = self.groups
+            if groups is None and self.group_prefix is not None:
+                groups = [g for g in list_groups(self.settings, self._admin, self.timeout)
+                          if g == self.group_prefix or g.startswith(self.group_prefix + "-")]
+            rows = read_lag(self.settings, groups, admin=self._admin, timeout=self.timeout)
         except KafkaError as exc:
             with self._lock:
                 self._failures += 1
