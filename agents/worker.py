@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
+import threading
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -15,14 +18,15 @@ import faust
 
 from agents.app import create_app, run_worker
 from agents.context import ROLES, WorkerContext
+from agents.transactional import TRANSACTIONAL_ROLES, build_loops, start_loops
 from museflow.config import Settings
-from museflow.errors import ConfigError
+from museflow.errors import ConfigError, KafkaError
 from museflow.http_server import start_http_server
 from museflow.kafka.admin import ensure_topics
 from museflow.routing import ModelRef, Route
 from museflow.topics import core_topics, model_topic, tenant_topic
 
-__all__ = ["build_worker", "deployed_model_names", "parse_roles", "run"]
+__all__ = ["build_worker", "deployed_model_names", "group_id", "parse_roles", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +67,67 @@ def deployed_model_names(settings: Settings) -> list[str]:
     return sorted({ref.name for ref in state.deployments})
 
 
+def group_id(settings: Settings, roles: Sequence[str], models: Collection[str] | None = None) -> str:
+    """The consumer group (Faust app id) of a worker running ``roles``.
+
+    The embedded all-roles worker uses the app id itself; a worker running a subset (one
+    Deployment per role) gets ``<app id>-<roles>[-<models>]``, so processes that consume
+    different topics never share a group (Faust's assignor assumes every member subscribes to
+    the same topics) and refit and label-join each see the whole score log.
+    """
+    if tuple(roles) == ROLES:
+        return settings.app_id
+    suffix = "+".join(roles)
+    if models and "scorer" in roles:
+        suffix += "-" + "+".join(sorted(models))
+    return f"{settings.app_id}-{suffix}"
+
+
 def build_worker(settings: Settings, roles: Sequence[str] = ROLES,
                  models: Collection[str] | None = None) -> tuple[faust.App, WorkerContext]:
     """The Faust app with the given roles registered, and the context they share (not started)."""
     ctx = WorkerContext(settings, tuple(roles), frozenset(models) if models else None)
     ctx.state.on_change.append(_ensure_topics_for(settings))
-    app = create_app(settings)
+    app = create_app(settings.replace(processing_guarantee="at_least_once") if settings.exactly_once else settings,
+                     app_id=group_id(settings, roles, models))
     for role in ctx.roles:
+        if settings.exactly_once and role in TRANSACTIONAL_ROLES:
+            continue  # run as Kafka-transactional loops instead (agents/transactional.py says why)
         module = importlib.import_module(_ROLE_MODULES[role])
-        if role in ("lag", "label-join"):
+        if role == "lag":
             module.register(app, settings, ctx.metrics)
+            ctx.ready_roles.add(role)
+        elif role == "label-join":
+            module.register(app, settings, ctx.metrics, thresholds_for=_watch_thresholds(ctx))
             ctx.ready_roles.add(role)
         else:
             module.register(app, ctx)
     return app, ctx
+
+
+def _watch_thresholds(ctx: WorkerContext) -> Any:
+    def thresholds_for(tenant: str) -> tuple[float, ...]:
+        found = sorted({t for r in ctx.state.routes if r.tenant == tenant for t in r.watch_thresholds})
+        return tuple(found) or (0.5,)
+    return thresholds_for
+
+
+def _run_lag_only(settings: Settings, ctx: WorkerContext, interval: float = 5.0) -> None:
+    """A lag exporter needs no Faust app (one with no topics cannot start): refresh until SIGTERM."""
+    import signal
+    import threading
+
+    from museflow.kafka.lag import LagCollector
+
+    collector = LagCollector(settings, None, registry=ctx.metrics.registry, group_prefix=settings.app_id)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    ctx.ready_roles.add("lag")
+    ctx.metrics.child(ctx.metrics.worker_up, "lag").set(1)
+    while not stop.is_set():
+        collector.refresh()
+        stop.wait(interval)
 
 
 def run(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str] | None = None,
@@ -86,15 +137,50 @@ def run(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str
     if "scorer" in roles and not models:
         models = deployed_model_names(settings)
         log.warning("scorer serves the models deployed now: %s", ", ".join(models) or "none")
+    if tuple(roles) == ("lag",):
+        ctx = WorkerContext(settings, ("lag",), None)
+        server = start_http_server(ctx.metrics.registry, settings.metrics_port, ready=ctx.ready) \
+            if settings.metrics_enabled else None
+        ctx.follower.start()
+        try:
+            _run_lag_only(settings, ctx)
+        finally:
+            ctx.follower.stop()
+            if server is not None:
+                server.stop()
+        return
     app, ctx = build_worker(settings, roles, models)
     server = None
     if settings.metrics_enabled:
         server = start_http_server(ctx.metrics.registry, settings.metrics_port, ready=ctx.ready)
         log.warning("metrics on %s/metrics", server.url)
     ctx.follower.start()
+    stop, failures = threading.Event(), []
     try:
+        # ---- exactly-once mode: router and scorer as transactional loops (begin) ----
+        loops = build_loops(ctx) if settings.exactly_once else []
+        if loops:
+            def failed(exc: BaseException) -> None:
+                failures.append(exc)
+                stop.set()
+                os.kill(os.getpid(), signal.SIGTERM)
+            threads = start_loops(loops, stop, failed)
+            if not set(ctx.roles) - set(TRANSACTIONAL_ROLES):
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, lambda *_: stop.set())
+                stop.wait()
+            else:
+                run_worker(app, loglevel=loglevel)
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+            if failures:
+                raise KafkaError(f"an exactly-once loop stopped: {failures[0]}") from failures[0]
+            return
+        # ---- exactly-once mode (end) ----
         run_worker(app, loglevel=loglevel)
     finally:
+        stop.set()
         ctx.follower.stop()
         if server is not None:
             server.stop()

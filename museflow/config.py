@@ -100,6 +100,10 @@ class Settings:
     schema_registry_password: str | None = field(default=None, repr=False)
 
     processing_guarantee: str = "at_least_once"
+    instance_id: str = ""
+    """Stable name of this worker instance (e.g. the pod name): with exactly_once its transactional ids
+    are ``<app_id>-<role>-<instance_id>``, so a restarted instance fences its crashed predecessor at once."""
+    transaction_timeout_seconds: float = 10.0
     batch_size: int = 500
     batch_window_seconds: float = 0.05
     producer_linger_seconds: float = 0.005

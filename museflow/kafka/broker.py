@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -271,6 +271,12 @@ class BrokerInstance:
     log_path: str
     started_at: float
     kafka_version: str
+    sasl_port: int = 0
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listener (PLAIN and SCRAM-SHA-256), when started with ``sasl_users``."""
+        return f"127.0.0.1:{self.sasl_port}" if self.sasl_port else ""
 
     @property
     def bootstrap(self) -> str:
@@ -288,6 +294,8 @@ class LocalKafka:
         port: int = 0,
         controller_port: int = 0,
         heap: str = "768m",
+        sasl_users: Mapping[str, str] | None = None,
+        sasl_port: int = 0,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise BrokerLaunchError(f"instance name {name!r} may only hold letters, digits, '.', '_' and '-'")
@@ -296,6 +304,8 @@ class LocalKafka:
         self.port = port
         self.controller_port = controller_port
         self.heap = heap
+        self.sasl_users = dict(sasl_users or {})
+        self.sasl_port = sasl_port
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -321,8 +331,11 @@ class LocalKafka:
         dist = locate_distribution(progress=progress)
         port = _claim_port(self.port)
         controller_port = _claim_port(self.controller_port, avoid={port})
+        sasl_port = _claim_port(self.sasl_port, avoid={port, controller_port}) if self.sasl_users else 0
         data_dir = _ensure_dir(self.home / "data")
         config = self._write_config(data_dir, port, controller_port)
+        if sasl_port:
+            self._add_sasl_listener(config, port, controller_port, sasl_port)
         if not (data_dir / "meta.properties").exists():
             self._format(dist, config)
         log_path = self.home / "kafka.log"
@@ -340,7 +353,7 @@ class LocalKafka:
         inst = BrokerInstance(
             name=self.name, pid=proc.pid, port=port, controller_port=controller_port,
             data_dir=str(data_dir), log_path=str(log_path), started_at=time.time(),
-            kafka_version=dist.version,
+            kafka_version=dist.version, sasl_port=sasl_port,
         )
         self.state_path.write_text(json.dumps(asdict(inst), indent=1))
         try:
@@ -380,11 +393,34 @@ class LocalKafka:
         (self.home / "log4j2.properties").write_text(_LOG4J2)
         return config
 
+    def _add_sasl_listener(self, config: Path, port: int, controller_port: int, sasl_port: int) -> None:
+        """A SASL_PLAINTEXT listener for clients (PLAIN and SCRAM-SHA-256 users); the controller and
+        inter-broker traffic stay on PLAINTEXT. SCRAM credentials are written at format time."""
+        plain_users = " ".join(f'user_{name}="{_jaas_quote(pw)}"' for name, pw in self.sasl_users.items())
+        lines = config.read_text().splitlines()
+        lines = [line for line in lines if not line.startswith(("listeners=", "advertised.listeners=",
+                                                                  "listener.security.protocol.map="))]
+        lines += [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},"
+            f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "",
+        ]
+        config.write_text("\n".join(lines))
+
     def _format(self, dist: KafkaDistribution, config: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        scram = [arg for name, pw in self.sasl_users.items()
+                 for arg in ("--add-scram", f"SCRAM-SHA-256=[name={name},password={pw}]")]
         result = subprocess.run(
             ["java", "-cp", dist.classpath(), "kafka.tools.StorageTool", "format",
-             f"--cluster-id={cluster_id}", "-c", str(config)],
+             f"--cluster-id={cluster_id}", "-c", str(config), *scram],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
@@ -436,8 +472,14 @@ class LocalKafka:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+def _jaas_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _claim_port(port: int, avoid: set[int] | frozenset[int] = frozenset()) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if port:  # a fixed port coming back after a stop: connections in TIME_WAIT must not block it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

@@ -135,8 +135,7 @@ def iter_topic(
                 )
             msg = consumer.poll(0.5)
             if msg is None:
-                if isolation_level == "read_committed":
-                    remaining = _drop_reached(consumer, topic, remaining)
+                remaining = _drop_reached(consumer, topic, remaining)
                 continue
             if msg.error():
                 raise KafkaError(f"reading {topic}: {msg.error()}")
@@ -154,7 +153,7 @@ def iter_topic(
 
 
 def _drop_reached(consumer: Consumer, topic: str, remaining: dict[int, int]) -> dict[int, int]:
-    """With read_committed, transaction markers occupy offsets no message is delivered for."""
+    """Transaction markers occupy offsets no message is delivered for (at either isolation level)."""
     positions = consumer.position([TopicPartition(topic, p) for p in remaining])
     return {tp.partition: remaining[tp.partition] for tp in positions
             if tp.offset < 0 or tp.offset < remaining[tp.partition]}
