@@ -64,8 +64,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             outcome_label = "published" if outcome.published else "held"
             metrics.child(metrics.map_publications, outcome_label, decision.reason).inc()
             if not outcome.published or outcome.candidate is None:
-                if decision.reason != "too-few-samples":
-                    log.warning("map for %s held: %s", outcome.key, decision.message)
+                # Waiting for samples is routine; a map held for moving alert rates needs a human.
+                level = logging.WARNING if decision.reason == "alert-rate-shift" else logging.DEBUG
+                log.log(level, "map for %s held: %s", outcome.key, decision.message)
                 continue
             qmap = outcome.candidate
             key = f"{qmap.model}@{qmap.model_version}/{qmap.tenant or '_pooled:' + qmap.intent}".encode()
