@@ -25,7 +25,7 @@ def test_mapping_holds_the_alert_rate_that_raw_scores_would_move() -> None:
     qmap = QuantileMap(model="m", model_version="2", tenant="acme-bank", intent="cnp", version=1,
                        reference_name="ref", reference_version=1, knots_x=fitted_new.xs,
                        knots_y=reference.quantile(fitted_new.us))
-    fresh_old, fresh_new = rng.beta(1, 30, 200_000), None
+    fresh_old = rng.beta(1, 30, 200_000)
     fresh_new = np.clip(fresh_old * 4 + rng.normal(0, 0.01, fresh_old.size), 0, 1)
     recs = records("m", "1", fresh_old, fresh_old) + records("m", "2", fresh_new, qmap.apply(fresh_new))
     labels = {r["event_id"]: bool(r["raw_score"] > 0.1) for r in recs}
