@@ -39,7 +39,7 @@ _TWO_64 = float(2**64)
 
 def validate_name(kind: str, value: str) -> str:
     """Tenant, intent and model names become topic names: lowercase, digits, '-' only."""
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise RouteError(
             f"{kind} {value!r} is not a valid name: use 1-63 lowercase letters, digits and '-', "
             "starting with a letter or digit (it becomes part of a topic name)"
@@ -61,7 +61,7 @@ class ModelRef:
 
     def __post_init__(self) -> None:
         validate_name("model", self.name)
-        if not isinstance(self.version, str) or not _VERSION_PATTERN.match(self.version):
+        if not isinstance(self.version, str) or not _VERSION_PATTERN.fullmatch(self.version):
             raise RouteError(f"model version {self.version!r} of {self.name} is not a valid version string")
 
     def __str__(self) -> str:

@@ -419,7 +419,7 @@ def _string_list(p: _Problems, path: str, value: Any, pattern: re.Pattern[str] |
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item.strip():
             p.add(f"{path}[{i}]", f"must be a non-empty string, got {item!r}")
-        elif pattern is not None and not pattern.match(item):
+        elif pattern is not None and not pattern.fullmatch(item):
             p.add(f"{path}[{i}]", f"{item!r} must be lowercase letters, digits and '-'")
         else:
             out.append(item)
@@ -440,14 +440,14 @@ def spec_from_mapping(data: Any, origin: str = "<memory>", base_dir: Path | None
             p.add(key, "is required")
 
     name = data.get("name")
-    if "name" in data and not (isinstance(name, str) and _NAME_RE.match(name)):
+    if "name" in data and not (isinstance(name, str) and _NAME_RE.fullmatch(name)):
         p.add("name", f"{name!r} must be 1-63 lowercase letters, digits and '-' (it names a topic)")
     version = data.get("version")
     if "version" in data:
         if not isinstance(version, str):
             p.add("version", f"must be a string, got {type(version).__name__} {version!r}; quote it: "
                   f'version: "{version}"')
-        elif not _VERSION_RE.match(version):
+        elif not _VERSION_RE.fullmatch(version):
             p.add("version", f"{version!r} must be letters, digits, '.', '_' or '-'")
     description = data.get("description")
     if description is not None and not isinstance(description, str):
@@ -503,7 +503,7 @@ def _parse_artifact(p: _Problems, raw: Any) -> ArtifactRef | None:
               "formats; pickle is never accepted)")
         ok = False
     sha = raw.get("sha256")
-    if not isinstance(sha, str) or not _SHA_RE.match(sha):
+    if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
         p.add("artifact.sha256", f"must be 64 lowercase hex characters (sha256sum of the artifact), got {sha!r}")
         ok = False
     if not ok:
@@ -540,7 +540,7 @@ def _parse_feature(p: _Problems, path: str, raw: Any, sources: Mapping[str, str]
     _check_keys(p, path, raw, ("name", "source", "type", "default", "transform", "description"))
     before = len(p.items)
     name = raw.get("name")
-    if not isinstance(name, str) or not _FEATURE_RE.match(name):
+    if not isinstance(name, str) or not _FEATURE_RE.fullmatch(name):
         p.add(f"{path}.name", f"{name!r} must be an identifier (letters, digits, '_', '.', ':', '-')")
     ftype = raw.get("type")
     if ftype not in FEATURE_TYPES:

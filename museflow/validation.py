@@ -65,13 +65,13 @@ def validate_event(
             reason=DeadLetterReason.INVALID_EVENT.value,
         )
     tenant = event.get("tenant")
-    if not isinstance(tenant, str) or not NAME_PATTERN.match(tenant):
+    if not isinstance(tenant, str) or not NAME_PATTERN.fullmatch(tenant):
         raise ValidationError(
             f"event {event_id}: tenant {tenant!r} must match {NAME_PATTERN.pattern} (it names a topic)",
             reason=DeadLetterReason.INVALID_TENANT.value,
         )
     intent = event.get("intent")
-    if not isinstance(intent, str) or not NAME_PATTERN.match(intent):
+    if not isinstance(intent, str) or not NAME_PATTERN.fullmatch(intent):
         raise ValidationError(
             f"event {event_id}: intent {intent!r} must match {NAME_PATTERN.pattern}",
             reason=DeadLetterReason.INVALID_EVENT.value,
@@ -162,7 +162,7 @@ class EventClassifier:
                                intents=self.intents)
             except ValidationError as exc:
                 tenant = decoded.get("tenant")
-                known = isinstance(tenant, str) and NAME_PATTERN.match(tenant) is not None
+                known = isinstance(tenant, str) and NAME_PATTERN.fullmatch(tenant) is not None
                 out.append(Rejection(DeadLetterReason.parse(exc.reason), str(exc), tenant if known else None))
                 continue
             out.append(decoded)
