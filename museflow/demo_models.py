@@ -22,13 +22,30 @@ import numpy.typing as npt
 import xgboost as xgb
 
 from museflow.features import FeatureBuilder
-from museflow.loadgen import ACCOUNT_TAKEOVER, CARD_NOT_PRESENT, GeneratedEvent, TransactionGenerator
+from museflow.loadgen import (
+    ACCOUNT_TAKEOVER,
+    CARD_NOT_PRESENT,
+    DEFAULT_TENANTS,
+    GeneratedEvent,
+    TenantProfile,
+    TransactionGenerator,
+)
 from museflow.spec import ArtifactRef, ModelSpec, dump_spec, spec_from_mapping
 
-__all__ = ["DEFAULT_DEMO_EVENTS", "DEMO_START_MS", "DemoModel", "roc_auc", "train_demo", "train_demo_models"]
+__all__ = [
+    "DEFAULT_DEMO_EVENTS",
+    "DEMO_ROUTES_FILE",
+    "DEMO_START_MS",
+    "DemoModel",
+    "demo_routes_yaml",
+    "roc_auc",
+    "train_demo",
+    "train_demo_models",
+]
 
 DEFAULT_DEMO_EVENTS = 300_000
 DEMO_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: fixed so artifacts are reproducible
+DEMO_ROUTES_FILE = "routes.yaml"
 _OWNERS = ["risk-ml@museflow.example"]
 
 _CNP_V1: list[dict[str, Any]] = [
@@ -205,6 +222,22 @@ def _train_one(
         artifact_path=artifact, auc=auc, train_rows=len(kept), holdout_rows=len(holdout), beta=beta,
         mean_probability=mean_p, holdout_fraud_rate=float(holdout_y.mean()) if len(holdout) else 0.0,
     )
+
+
+def demo_routes_yaml(tenants: Sequence[TenantProfile] = DEFAULT_TENANTS) -> str:
+    """The demo's starting routes: every tenant's intents on the v1 champions (fraud-cnp@1, ato@1).
+
+    ``museflow models train-demo`` writes it beside the specs as :data:`DEMO_ROUTES_FILE`, where the
+    compose stack's publish step (``deploy/compose/publish-demo.sh``) applies it with ``museflow routes
+    set -f`` after deploying every spec; v2 joins later as a shadow (see ``museflow demo``).
+    """
+    champion = {CARD_NOT_PRESENT: "fraud-cnp@1", ACCOUNT_TAKEOVER: "ato@1"}
+    lines = ["# Demo routes written by `museflow models train-demo`: apply with `museflow routes set -f`.", "routes:"]
+    for tenant in tenants:
+        for intent in tenant.intents:
+            if intent in champion:
+                lines.append(f"  - {{tenant: {tenant.name}, intent: {intent}, champion: {champion[intent]}}}")
+    return "\n".join(lines) + "\n"
 
 
 def train_demo_models(

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
-from museflow.demo_models import DEFAULT_DEMO_EVENTS, train_demo_models
+from museflow.demo_models import DEFAULT_DEMO_EVENTS, DEMO_ROUTES_FILE, demo_routes_yaml, train_demo_models
 from museflow.errors import ArtifactError, SpecError
 from museflow.registry import ModelRegistry
 
@@ -52,7 +52,7 @@ def validate(specs: tuple[Path, ...]) -> None:
 @click.option("--events", "n_events", default=DEFAULT_DEMO_EVENTS, show_default=True,
               help="Synthetic events to generate (train on the first 80%, evaluate on the rest).")
 def train_demo_command(out_dir: Path, seed: int, n_events: int) -> None:
-    """Train the demo models (fraud-cnp v1 and v2, ato v1) on synthetic traffic."""
+    """Train the demo models (fraud-cnp v1 and v2, ato v1) on synthetic traffic; also write routes.yaml."""
     console = Console()
     with console.status("training demo models") as status:
         models = train_demo_models(out_dir, seed=seed, n_events=n_events, progress=status.update)
@@ -68,6 +68,8 @@ def train_demo_command(out_dir: Path, seed: int, n_events: int) -> None:
     console.print("AUC and mean corrected probability are on held-out events (the last 20%).")
     for m in models:
         click.echo(f"wrote {m.spec_path}")
+    (out_dir / DEMO_ROUTES_FILE).write_text(demo_routes_yaml(), encoding="utf-8")
+    click.echo(f"wrote {out_dir / DEMO_ROUTES_FILE} (every tenant on the v1 champions; museflow routes set -f)")
 
 
 def _indent(text: str) -> str:

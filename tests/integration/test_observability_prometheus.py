@@ -120,7 +120,7 @@ def deployed(env: dict[str, str], settings: Settings) -> dict[str, str]:
     """Demo models trained and deployed, routes for three tenants (a shadow on card-not-present)."""
     museflow(env, "models", "train-demo", "--out", settings.model_dir, "--events", "20000")
     museflow(env, "topics", "create")
-    for spec in sorted(Path(settings.model_dir).glob("*.yaml")):
+    for spec in sorted(p for p in Path(settings.model_dir).glob("*.yaml") if p.name != "routes.yaml"):
         museflow(env, "models", "deploy", str(spec))
     for tenant in TENANTS:
         museflow(env, "routes", "set", "--tenant", tenant, "--intent", "card-not-present", "--champion",

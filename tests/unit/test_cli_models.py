@@ -20,8 +20,17 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_train_demo_writes_the_demo_routes_that_routes_set_accepts(demo_dir: Path) -> None:
+    from museflow.routing import ModelRef, load_routes_yaml
+
+    routes = load_routes_yaml(demo_dir / "routes.yaml")
+    assert {(r.tenant, r.intent) for r in routes} == {(t, i) for t in ("acme-bank", "globex-pay", "initech-fin")
+                                                      for i in ("card-not-present", "account-takeover")}
+    assert {r.champion for r in routes} == {ModelRef("fraud-cnp", "1"), ModelRef("ato", "1")}
+
+
 def test_validate_accepts_the_demo_specs(demo_dir: Path) -> None:
-    specs = sorted(str(p) for p in demo_dir.glob("*.yaml"))
+    specs = sorted(str(p) for p in demo_dir.glob("*.yaml") if p.name != "routes.yaml")
     result = CliRunner().invoke(models_group, ["validate", *specs])
     assert result.exit_code == 0, result.output
     assert result.output.count("OK ") == 3
