@@ -174,8 +174,8 @@ class ScorerStep:
                  monitor: Any | None = None, clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.topics = topics
-        self._encode_scored = serdes["ScoredEvent"].encode
-        self._encode_log = serdes["ScoreLogRecord"].encode
+        self._encode_scored = serdes["ScoredEvent"].encode_many
+        self._encode_log = serdes["ScoreLogRecord"].encode_many
         self.monitor = monitor
         self.clock = clock
         self._tenant_topics: dict[str, str] = {}
@@ -257,12 +257,19 @@ class ScorerStep:
         for j, event in enumerate(batch_events):
             groups[(str(event["tenant"]), str(event["intent"]))].append(j)
         watch = self._watched(model)
+        score_log = self.topics.score_log
         for (tenant, intent), positions in groups.items():
             qmap = state.maps.resolve(ref.name, ref.version, tenant, intent)
             pos = np.asarray(positions)
             mapped = qmap.apply(scores.probability[pos])
             route = state.routes.get(tenant, intent)
             reference = f"{qmap.reference_name}@{qmap.reference_version}"
+            tenant_topic = self._tenant_topic(tenant)
+            log_key = f"{ref}/{tenant}".encode()
+            latency = metrics.child(metrics.end_to_end_latency, tenant)
+            roles: dict[str, int] = defaultdict(int)
+            log_records: list[dict[str, Any]] = []
+            scored_records: list[tuple[bytes | None, dict[str, Any]]] = []
             served_mapped: list[float] = []
             served_raw: list[float] = []
             for k, j in enumerate(positions):
@@ -274,35 +281,37 @@ class ScorerStep:
                 route_version = int(message.headers.get(H_ROUTE, b"0"))
                 raw, corrected, score = float(scores.raw[j]), float(scores.probability[j]), float(mapped[k])
                 served = role != "shadow"
-                log_record = {
+                log_records.append({
                     "event_id": event["event_id"], "tenant": tenant, "intent": intent, "model": ref.name,
                     "model_version": ref.version, "role": role, "served": served, "raw_score": raw,
                     "corrected_score": corrected, "score": score, "map_version": qmap.version,
                     "route_version": route_version, "reference": reference, "event_time": event_time,
                     "scored_at": scored_ms, "features": {name: _feature(event, src) for name, src in watch},
-                }
-                log_key = f"{ref}/{tenant}".encode()
-                result.out.append(OutMessage(self.topics.score_log, log_key,
-                                             self._encode_log(log_record)))
-                metrics.child(metrics.events_scored, tenant, intent, ref.name, role).inc()
+                })
+                roles[role] += 1
                 if not served:
                     continue
                 ingest = int(message.headers.get(H_INGEST, b"0") or 0)
                 timings = {"route_to_score_ms": float(scored_ms - ingest)} if ingest else {}
-                scored = {
+                scored_records.append((message.key, {
                     "event_id": event["event_id"], "tenant": tenant, "intent": intent, "model": ref.name,
                     "model_version": ref.version, "route_version": route_version, "role": role,
                     "raw_score": raw, "corrected_score": corrected, "score": score, "map_version": qmap.version,
                     "reference": reference, "event_time": event_time, "scored_at": scored_ms,
                     "latency_ms": float(scored_ms - event_time), "timings": timings,
-                }
-                result.out.append(OutMessage(self._tenant_topic(tenant), message.key,
-                                             self._encode_scored(scored)))
-                result.primary += 1
-                metrics.child(metrics.events_out, tenant, intent).inc()
-                metrics.child(metrics.end_to_end_latency, tenant).observe(max(0.0, (scored_ms - event_time) / 1000))
+                }))
+                latency.observe(max(0.0, (scored_ms - event_time) / 1000))
                 served_mapped.append(score)
                 served_raw.append(raw)
+            # One encode call per group and record type; within each topic the order is unchanged.
+            result.out.extend(OutMessage(score_log, log_key, value) for value in self._encode_log(log_records))
+            result.out.extend(OutMessage(tenant_topic, key, value) for (key, _), value in zip(
+                scored_records, self._encode_scored([record for _, record in scored_records]), strict=True))
+            for role, count in roles.items():
+                metrics.child(metrics.events_scored, tenant, intent, ref.name, role).inc(count)
+            if scored_records:
+                result.primary += len(scored_records)
+                metrics.child(metrics.events_out, tenant, intent).inc(len(scored_records))
             if self.monitor is not None and served_mapped and route is not None:
                 self.monitor.observe(tenant, np.asarray(served_mapped), np.asarray(served_raw),
                                      route.watch_thresholds, state.reference(route.reference))
