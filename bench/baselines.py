@@ -1,0 +1,202 @@
+"""The three baseline programs bench/e2e.py measures museflow against, each run as its own process.
+
+All three use the museflow topology: ``events -> model topic -> tenant topic`` (two Kafka hops,
+the partitions of museflow's own topics, created by the harness under the baseline's prefix).
+
+* ``passthrough`` — bare Faust with museflow's app factory settings and send style
+  (``take_events`` batches, ``producer.send`` per message, ``gather`` of the delivery futures
+  per batch); agents forward bytes unchanged. The framework's own ceiling.
+* ``naive`` — a Faust scorer as a user would first write it: one event at a time, the ``avro``
+  package (not fastavro), one ``booster.predict(DMatrix)`` of one row per event, ``await
+  topic.send`` per event, no score log, no quantile map, no shadow.
+* ``confluent`` — a bare confluent-kafka consume -> produce loop (one consumer on the events and
+  model topics, one producer; offsets committed after ``flush``). The transport's ceiling.
+
+    python bench/baselines.py KIND --bootstrap HOST:PORT --prefix P --app-id A [--models-dir D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from museflow.config import Settings
+
+MODELS = ("fraud-cnp", "ato")
+TENANTS = ("acme-bank", "globex-pay", "initech-fin")
+# What a naive user hard-codes: (tenant, intent) -> the champion model, no shadows or canaries.
+NAIVE_ROUTES = {(t, i): m for t in TENANTS
+                for i, m in (("card-not-present", ("fraud-cnp", "1")), ("account-takeover", ("ato", "1")))}
+
+
+def passthrough(settings: Settings) -> None:
+    from agents.app import create_app, run_worker
+
+    app = create_app(settings)
+    topics = settings.topics
+    model_topics = [topics.model(m) for m in MODELS]
+    tenant_topics = [topics.scores(t) for t in TENANTS]
+
+    async def forward(batch: Any, targets: list[str]) -> None:
+        producer = app.producer
+        futures = []
+        for event in batch:
+            msg = event.message
+            futures.append(await producer.send(targets[msg.offset % len(targets)], msg.key, msg.value,
+                                               None, None, None))
+        if futures:
+            await asyncio.gather(*futures)
+
+    @app.agent(app.topic(topics.events), name="bench-pass-router")
+    async def route(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_seconds):
+            await forward(batch, model_topics)
+
+    @app.agent(app.topic(*model_topics), name="bench-pass-scorer")
+    async def score(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_seconds):
+            await forward(batch, tenant_topics)
+
+    run_worker(app)
+
+
+def naive(settings: Settings, models_dir: Path) -> None:
+    import avro.io
+    import avro.schema
+    import xgboost as xgb
+
+    from agents.app import create_app, run_worker
+    from museflow.registry import ModelRegistry
+    from museflow.schemas import fingerprint, load_schema
+    from museflow.scoring import posterior_correction
+    from museflow.serde import SINGLE_OBJECT_MAGIC
+
+    event_schema = load_schema("TransactionEvent")
+    scored_schema = load_schema("ScoredEvent")
+    reader = avro.io.DatumReader(avro.schema.parse(json.dumps(event_schema)))
+    writer = avro.io.DatumWriter(avro.schema.parse(json.dumps(scored_schema)))
+    scored_header = SINGLE_OBJECT_MAGIC + fingerprint(scored_schema)
+    registry = ModelRegistry()
+    models = {(m.name, m.version): m for m in (registry.load(p) for p in sorted(models_dir.glob("*.yaml")))}
+
+    def decode(value: bytes) -> dict[str, Any]:
+        return reader.read(avro.io.BinaryDecoder(io.BytesIO(value[10:])))  # type: ignore[no-any-return]
+
+    def encode(record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        out.write(scored_header)
+        writer.write(record, avro.io.BinaryEncoder(out))
+        return out.getvalue()
+
+    app = create_app(settings)
+    topics = settings.topics
+    model_topics = {m: app.topic(topics.model(m)) for m in MODELS}
+    tenant_topics = {t: app.topic(topics.scores(t)) for t in TENANTS}
+
+    @app.agent(app.topic(topics.events), name="bench-naive-router")
+    async def route(stream: Any) -> None:
+        async for event in stream.events():
+            record = decode(event.value)
+            name, _ = NAIVE_ROUTES[(record["tenant"], record["intent"])]
+            await model_topics[name].send(key=event.key, value=event.value)
+
+    @app.agent(app.topic(*(t.get_topic_name() for t in model_topics.values())), name="bench-naive-scorer")
+    async def score(stream: Any) -> None:
+        async for event in stream.events():
+            record = decode(event.value)
+            model = models[NAIVE_ROUTES[(record["tenant"], record["intent"])]]
+            row = model.features.build([record]).values
+            raw = float(model.booster.predict(xgb.DMatrix(row, feature_names=list(model.spec.columns)))[0])
+            p = posterior_correction(raw, model.beta)
+            event_time = record["event_time"]
+            now = time.time()
+            event_ms = int(event_time.timestamp() * 1000) if hasattr(event_time, "timestamp") else int(event_time)
+            scored = {
+                "event_id": record["event_id"], "tenant": record["tenant"], "intent": record["intent"],
+                "model": model.name, "model_version": model.version, "route_version": 1, "role": "champion",
+                "raw_score": raw, "corrected_score": p, "score": p, "map_version": 0, "reference": "none@0",
+                "event_time": event_time, "scored_at": _scored_at(event_time, now),
+                "latency_ms": now * 1000 - event_ms, "timings": {},
+            }
+            await tenant_topics[record["tenant"]].send(key=event.key, value=encode(scored))
+
+    run_worker(app)
+
+
+def _scored_at(like: Any, now: float) -> Any:
+    """The avro package wants the same type back that it read (datetime for timestamp-millis)."""
+    if hasattr(like, "timestamp"):
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(now, UTC)
+    return int(now * 1000)
+
+
+def confluent(settings: Settings) -> None:
+    from confluent_kafka import Consumer, Producer
+
+    topics = settings.topics
+    model_topics = [topics.model(m) for m in MODELS]
+    tenant_topics = [topics.scores(t) for t in TENANTS]
+    rd = settings.librdkafka_config()
+    producer = Producer({**rd, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": max(1, int(settings.producer_linger_seconds * 1000))})
+    consumer = Consumer({**rd, "group.id": settings.app_id, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    consumer.subscribe([topics.events, *model_topics])
+    events_topic = topics.events
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    last_commit = time.monotonic()
+    try:
+        while not stop:
+            messages = consumer.consume(settings.batch_size, settings.batch_window_seconds)
+            for msg in messages:
+                if msg.error():
+                    raise RuntimeError(f"consume: {msg.error()}")
+                targets = model_topics if msg.topic() == events_topic else tenant_topics
+                while True:
+                    try:
+                        producer.produce(targets[msg.offset() % len(targets)], msg.value(), msg.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            producer.poll(0)
+            if time.monotonic() - last_commit >= 1.0 and messages:
+                producer.flush()
+                consumer.commit(asynchronous=True)
+                last_commit = time.monotonic()
+    finally:
+        producer.flush(10)
+        consumer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=("passthrough", "naive", "confluent"))
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--app-id", required=True)
+    parser.add_argument("--data-dir", default="/tmp/museflow-bench-baseline")
+    parser.add_argument("--models-dir", type=Path)
+    args = parser.parse_args()
+    settings = Settings(bootstrap_servers=args.bootstrap, topic_prefix=args.prefix, app_id=args.app_id,
+                        data_dir=args.data_dir, metrics_enabled=False)
+    if args.kind == "passthrough":
+        passthrough(settings)
+    elif args.kind == "naive":
+        if args.models_dir is None:
+            parser.error("naive needs --models-dir")
+        naive(settings, args.models_dir)
+    else:
+        confluent(settings)
+
+
+if __name__ == "__main__":
+    main()
