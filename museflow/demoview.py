@@ -179,14 +179,14 @@ def refit_guards_for(rate: float, shares: Mapping[str, float], shadow_s: float) 
     """``(min_samples, min_tail_samples)`` for the embedded refit agent, sized to the demo's traffic.
 
     The smallest tenant must get its own v2 map within the shadow phase even when the worker runs
-    well below ``rate``: min samples is 35% of what it is expected to send in the whole phase
-    (between 500 and 5,000), and the tail
-    guard asks for 60% of the scores expected above the 0.5% threshold (at least 5).
+    well below ``rate`` (a busy machine): min samples is 25% of what it is expected to send in the
+    whole phase (between 500 and 5,000); the tail guard asks for 60% of the scores then expected
+    above the 0.5% threshold (at least 3).
     """
     smallest = min(shares.values()) if shares else 1.0
     expected = rate * smallest * shadow_s
-    min_samples = int(min(5000, max(500, round(expected * 0.35, -2))))
-    min_tail = max(5, int(min_samples * min(WATCH_RATES) * 0.6))
+    min_samples = int(min(5000, max(500, round(expected * 0.25, -2))))
+    min_tail = max(3, int(min_samples * min(WATCH_RATES) * 0.6))
     return min_samples, min_tail
 
 

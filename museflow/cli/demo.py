@@ -235,7 +235,7 @@ class Demo:
         latency and the phases meaningful instead of building a backlog that outlives the run.
         Only acts on a fresh scrape of the worker's metrics.
         """
-        limit = max(1000.0, 1.5 * self.o.rate)
+        limit = max(500.0, 1.0 * self.o.rate)
         started = time.monotonic()
         while not self.stop_producing.is_set():
             snap = self.snapshots[-1] if self.snapshots else None

@@ -108,7 +108,7 @@ def test_refit_guards_are_sized_so_the_smallest_tenant_gets_its_own_map_in_the_s
     min_samples, min_tail = refit_guards_for(1000, shares, 48)
     expected_smallest = 1000 * shares["initech-fin"] * 48
     assert 500 <= min_samples <= 0.5 * expected_smallest
-    assert min_tail >= 5
+    assert min_tail >= 3
     assert refit_guards_for(100_000, shares, 48)[0] == 5000
     assert refit_guards_for(10, shares, 48)[0] == 500
 
