@@ -57,7 +57,7 @@ TRAIN_EVENTS = 120_000
 DRIFT = 0.05
 BAD_FRACTION = 0.002
 REFIT_INTERVAL_S = 3.0
-MIN_FREEZE_SAMPLES = 500
+MIN_FREEZE_SAMPLES = 300
 
 
 @dataclass(frozen=True)
@@ -343,7 +343,7 @@ class Demo:
             return out
 
         scores = v1_scores()
-        grace = self.plan.onboarding_s + 0.15 * self.plan.duration_s
+        grace = 2 * self.plan.onboarding_s  # a slow worker gets up to twice the onboarding time
         while min(len(s) for s in scores.values()) < MIN_FREEZE_SAMPLES and self._elapsed() < grace:
             self.status.step("waiting for more v1 scores: " + ", ".join(f"{t} {len(s):,}" for t, s in scores.items()))
             self._sleep_until(self._elapsed() + 3)
@@ -484,6 +484,7 @@ class Demo:
         last_line = 0.0
         with live if live is not None else contextlib.nullcontext():
             while director.is_alive():
+                self._check_worker()
                 self._scrape()
                 if live is not None:
                     live.update(self.render(), refresh=True)
@@ -508,6 +509,12 @@ class Demo:
         if live is None:
             self._print_new_steps()
 
+    def _check_worker(self) -> None:
+        if self.worker is not None and not self.worker.alive():
+            self.cancel.set()
+            raise MuseflowError(f"the worker exited with code {self.worker.proc.returncode}; last lines of "
+                                f"{self.worker.log_path}:\n{self.worker.log_tail()}")
+
     def _progress_line(self) -> str:
         snap = self.snapshots[-1] if self.snapshots else MetricsSnapshot.empty()
         return (f"{self._elapsed():5.0f}s {self.status.phase:10} produced {self.status.produced:,} "
@@ -521,6 +528,7 @@ class Demo:
         target = self.produce_summary.sent
         deadline = time.monotonic() + max(60.0, 0.5 * self.o.duration_s)
         while time.monotonic() < deadline:
+            self._check_worker()
             scored, dead = self._out_counts()
             if scored + dead >= target:
                 self.status.step(f"drained: {scored:,} scored + {dead:,} dead letters = {target:,} produced")
