@@ -79,7 +79,20 @@ class WorkerContext:
         self.metrics.child(self.metrics.worker_up, role).set(1)
 
     async def send(self, app: faust.App, result: StepResult, stage: str) -> None:
-        """Produce a step's output and dead letters; return once the broker acknowledged all."""
+        """Produce a step's output and dead letters; return once the broker acknowledged all.
+
+        A worker stopping meanwhile (Faust cancels its agents) lets the batch finish first: its
+        events are then acked and committed on the way out instead of being scored again by the
+        next owner of the partitions (a graceful stop should leave no duplicates).
+        """
+        task = asyncio.ensure_future(self._send(app, result, stage))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    async def _send(self, app: faust.App, result: StepResult, stage: str) -> None:
         started = time.perf_counter()
         producer = app.producer
         futures = []

@@ -259,10 +259,11 @@ class ScorerStep:
         watch = self._watched(model)
         score_log = self.topics.score_log
         for (tenant, intent), positions in groups.items():
-            qmap = state.maps.resolve(ref.name, ref.version, tenant, intent)
+            route = state.routes.get(tenant, intent)
+            qmap = state.maps.resolve(ref.name, ref.version, tenant, intent,
+                                      reference=route.reference if route is not None else None)
             pos = np.asarray(positions)
             mapped = qmap.apply(scores.probability[pos])
-            route = state.routes.get(tenant, intent)
             reference = f"{qmap.reference_name}@{qmap.reference_version}"
             tenant_topic = self._tenant_topic(tenant)
             log_key = f"{ref}/{tenant}".encode()

@@ -227,14 +227,18 @@ class MapStore:
         """The pooled map of (model version, intent), or None."""
         return self._pooled.get((model, model_version, intent))
 
-    def resolve(self, model: str, model_version: str, tenant: str, intent: str) -> QuantileMap:
-        """The map to apply: the tenant's own, else the pooled one for the intent, else identity."""
-        found = self._tenant.get((model, model_version, tenant))
-        if found is not None:
-            return found
-        found = self._pooled.get((model, model_version, intent))
-        if found is not None:
-            return found
+    def resolve(self, model: str, model_version: str, tenant: str, intent: str,
+                reference: str | None = None) -> QuantileMap:
+        """The map to apply: the tenant's own, else the pooled one for the intent, else identity.
+
+        With ``reference`` (``name@version``, the route's), a map fitted onto another reference
+        is skipped: after a route is re-targeted its old maps would put scores on the wrong scale.
+        """
+        for found in (self._tenant.get((model, model_version, tenant)),
+                      self._pooled.get((model, model_version, intent))):
+            if found is not None and (reference is None
+                                      or f"{found.reference_name}@{found.reference_version}" == reference):
+                return found
         key = (model, model_version, tenant, intent)
         ident = self._identity.get(key)
         if ident is None:

@@ -273,12 +273,16 @@ class Refitter:
                 policy = self._policy_for(tenant, intent)
             else:
                 policy = self.pooled_policy if pooled else self.policy
-            current = (self.store.get_pooled(model, model_version, intent) if tenant is None
-                       else self.store.get(model, model_version, tenant))
-            version = 1 if current is None else current.version + 1
+            held = (self.store.get_pooled(model, model_version, intent) if tenant is None
+                    else self.store.get(model, model_version, tenant))
+            version = 1 if held is None else held.version + 1
+            reference = self._references(tenant, intent)
+            # A map onto another reference is no baseline: the route was re-targeted on purpose.
+            current = held if held is not None and (held.reference_name, held.reference_version) == (
+                reference.name, reference.version) else None
             tail_tau = policy.watch_thresholds[-1] if policy.watch_thresholds else None
             try:
-                candidate = fit_map(sketch, self._references(tenant, intent), model=model,
+                candidate = fit_map(sketch, reference, model=model,
                                     model_version=model_version, tenant=tenant, intent=intent,
                                     version=version, knots=self._knots, tail_threshold=tail_tau,
                                     now_ms=now_ms)
