@@ -235,7 +235,7 @@ class Demo:
         latency and the phases meaningful instead of building a backlog that outlives the run.
         Only acts on a fresh scrape of the worker's metrics.
         """
-        limit = max(500.0, 1.0 * self.o.rate)
+        limit = max(300.0, self._throughput() or self.o.rate)  # about one second of traffic in flight
         started = time.monotonic()
         while not self.stop_producing.is_set():
             snap = self.snapshots[-1] if self.snapshots else None
@@ -251,6 +251,18 @@ class Demo:
             self.status.paced_s += paused
         else:
             self.status.paced = False
+
+    def _throughput(self) -> float:
+        """Events/s the worker finished (scored or dead-lettered) over the scrapes held; 0 when unknown."""
+        if len(self.snapshots) < 3:
+            return 0.0
+        first, last = self.snapshots[0], self.snapshots[-1]
+
+        def done(s: MetricsSnapshot) -> float:
+            return s.sum("museflow_events_out_total") + s.sum("museflow_dead_letters_total")
+
+        span = last.at - first.at
+        return max(0.0, done(last) - done(first)) / span if span > 0 else 0.0
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started_at
@@ -358,12 +370,16 @@ class Demo:
             version = max((r.version for r in state.references.values() if r.name == name), default=0) + 1
             ref = ReferenceDistribution.from_samples(name, version, scores[tenant])
             publish_reference(settings, ref)
-            route = state.routes.get(tenant, CARD_NOT_PRESENT)
-            assert route is not None
-            publish_route(settings, replace(route, reference=f"{name}@{version}",
-                                            version=state.routes.latest_version(tenant, CARD_NOT_PRESENT) + 1,
-                                            updated_at=_now_ms(), updated_by="museflow-demo",
-                                            comment="reference frozen from fraud-cnp@1"))
+            # The tenant owns one reference (its score scale): every route of the tenant maps onto it.
+            # It also keeps the scorer's per-tenant monitor window whole (one reference per window).
+            for intent in (CARD_NOT_PRESENT, ACCOUNT_TAKEOVER):
+                route = state.routes.get(tenant, intent)
+                if route is None:
+                    continue
+                publish_route(settings, replace(route, reference=f"{name}@{version}",
+                                                version=state.routes.latest_version(tenant, intent) + 1,
+                                                updated_at=_now_ms(), updated_by="museflow-demo",
+                                                comment="the tenant's reference, frozen from fraud-cnp@1"))
             self.swap.references[tenant] = f"{name}@{version}"
             self.swap.freeze_samples[tenant] = len(scores[tenant])
             self.swap.watch[tenant] = [(rate, float(ref.threshold_for(rate))) for rate in WATCH_RATES]
@@ -726,7 +742,7 @@ def _read_labels(settings: Settings) -> dict[str, bool]:
 
 @contextlib.contextmanager
 def _signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM stops the demo like Ctrl-C does (only the main thread can install handlers)."""
+    """SIGTERM and SIGHUP (terminal closed) stop the demo like Ctrl-C does (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -734,11 +750,12 @@ def _signals_as_interrupts() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -747,7 +764,7 @@ def _uninterruptible() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
