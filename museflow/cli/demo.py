@@ -57,6 +57,10 @@ TRAIN_EVENTS = 120_000
 DRIFT = 0.05
 BAD_FRACTION = 0.002
 REFIT_INTERVAL_S = 3.0
+REFIT_MAX_SHIFT = 1.0
+"""The demo's first maps come from a few hundred scores, so their tails are noisy; with the default 25%
+alert-rate-shift guard a later, better fit would be held and the noisy map promoted. 100% lets the maps
+converge during the shadow phase while still holding a wild refit."""
 MIN_FREEZE_SAMPLES = 300
 
 
@@ -163,7 +167,7 @@ class Demo:
         self.settings = settings = Settings(
             bootstrap_servers=inst.bootstrap, data_dir=str(self.home / "data"), model_dir=str(self.home / "models"),
             refit_interval_seconds=REFIT_INTERVAL_S, refit_window_seconds=self.refit_window_s,
-            refit_min_samples=self.min_samples,
+            refit_min_samples=self.min_samples, refit_max_alert_rate_shift=REFIT_MAX_SHIFT,
             refit_min_tail_samples=self.min_tail, broker_session_timeout_seconds=6.0)
         with c.status("creating topics, deploying v1, onboarding the tenants, starting the worker"):
             ensure_topics(settings, core_topics(settings))
@@ -605,7 +609,7 @@ class Demo:
                      "actual": {"shadow_started_s": self.swap.deployed_at, "promoted_at_s": self.swap.promoted_at,
                                 "producer_stopped_s": self.stream_end}},
             "settings": {"refit_interval_seconds": REFIT_INTERVAL_S, "refit_window_seconds": self.refit_window_s,
-                         "refit_min_samples": self.min_samples,
+                         "refit_min_samples": self.min_samples, "refit_max_alert_rate_shift": REFIT_MAX_SHIFT,
                          "refit_min_tail_samples": self.min_tail, "label_delay_s": self.o.label_delay_s,
                          "drift": DRIFT, "bad_fraction": BAD_FRACTION, "partitions": settings.partitions,
                          "train_events": TRAIN_EVENTS},
@@ -690,7 +694,8 @@ class Demo:
         s = summary["settings"]
         c.print(f"[dim]embedded stack: refit every {s['refit_interval_seconds']:g} s over the last "
                 f"{s['refit_window_seconds']:g} s, min samples "
-                f"{s['refit_min_samples']:,}, min tail samples {s['refit_min_tail_samples']}, label delay "
+                f"{s['refit_min_samples']:,}, min tail samples {s['refit_min_tail_samples']}, alert-rate shift guard "
+                f"{s['refit_max_alert_rate_shift']:.0%}, label delay "
                 f"{s['label_delay_s']:g} s, drift {s['drift']:g}, malformed fraction {s['bad_fraction']:g}")
 
     def print_keep_running(self) -> None:
