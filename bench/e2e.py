@@ -68,7 +68,7 @@ routes:
   - {tenant: globex-pay, intent: account-takeover, champion: ato@1}
   - {tenant: initech-fin, intent: account-takeover, champion: ato@1}
 """
-console = Console()
+console = Console(width=150)
 # The batch window and linger that bound latency at low rates (a drain fills 500-event batches anyway).
 LOW_LATENCY = {"batch_window_seconds": 0.01, "producer_linger_seconds": 0.001}
 
@@ -84,16 +84,17 @@ class Plan:
     latency_warmup_s: float
     train_events: int | None
     two_workers: bool = True
+    rounds: int = 1
 
 
 PLANS = {
     "full": Plan({"museflow": 150_000, "passthrough": 150_000, "naive": 30_000, "confluent": 600_000},
-                 window_s=20.0, rates=(500, 1000, 2000, "50%"), latency_s=12.0, latency_warmup_s=2.0,
-                 train_events=None),
+                 window_s=12.0, rates=(500, 1000, 2000, "50%"), latency_s=12.0, latency_warmup_s=2.0,
+                 train_events=None, rounds=2),
     "quick": Plan({"museflow": 60_000, "passthrough": 60_000, "naive": 12_000, "confluent": 300_000},
                   window_s=8.0, rates=(1000, "50%"), latency_s=6.0, latency_warmup_s=1.0, train_events=30_000),
-    "smoke": Plan({"museflow": 4_000, "passthrough": 4_000, "naive": 1_500, "confluent": 20_000},
-                  window_s=2.0, rates=(1000,), latency_s=2.0, latency_warmup_s=0.5, train_events=12_000,
+    "smoke": Plan({"museflow": 3_000, "passthrough": 4_000, "naive": 1_000, "confluent": 20_000},
+                  window_s=1.5, rates=(1000,), latency_s=1.5, latency_warmup_s=0.5, train_events=12_000,
                   two_workers=False),
 }
 
@@ -133,6 +134,7 @@ class Run:
     machine: dict[str, Any]
     commit: str
     throughput: list[Throughput] = field(default_factory=list)
+    attempts: list[Throughput] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
     targets: dict[str, bool] = field(default_factory=dict)
@@ -395,23 +397,24 @@ class ProfiledWorker(WorkerProcess):
             return self.kill()
 
 
+def _workers(settings: Settings, workdir: Path, n: int, profile: Path | None = None) -> list[WorkerProcess]:
+    kw: dict[str, Any] = {"roles": ("router", "scorer"), "models": MODELS}
+    procs: list[WorkerProcess] = []
+    for i in range(n):
+        log_path = workdir / f"{settings.app_id}-worker{i}.log"
+        procs.append(ProfiledWorker(settings, profile, log_path=log_path, **kw) if profile is not None
+                     else WorkerProcess(settings, log_path=log_path, **kw))
+    return procs
+
+
 def run_museflow(base: Settings, workdir: Path, specs: Sequence[Path], load: Load, plan: Plan, workers: int,
-                 latency: list[Latency] | None, profile: Path | None = None,
-                 tuned: dict[str, Any] | None = None, rates: Sequence[float | str] | None = None) -> Throughput:
-    settings = scenario_settings(base, f"mf{workers}{'t' if tuned else ''}", workdir)
-    if tuned:
-        settings = settings.replace(**tuned)
+                 profile: Path | None = None) -> Throughput:
+    """Drain rate of museflow workers over a pre-loaded backlog."""
+    settings = scenario_settings(base, f"mf{workers}", workdir)
     deploy(settings, specs)
     backlog = plan.backlog["museflow"]
     load.preload(settings, backlog)
-    procs: list[WorkerProcess] = []
-    kw: dict[str, Any] = {"roles": ("router", "scorer"), "models": MODELS}
-    for i in range(workers):
-        log_path = workdir / f"{settings.app_id}-worker{i}.log"
-        if profile is not None:
-            procs.append(ProfiledWorker(settings, profile, log_path=log_path, **kw))
-        else:
-            procs.append(WorkerProcess(settings, log_path=log_path, **kw))
+    procs = _workers(settings, workdir, workers, profile)
     outputs = Outputs(settings)
     try:
         for w in procs:
@@ -419,32 +422,33 @@ def run_museflow(base: Settings, workdir: Path, specs: Sequence[Path], load: Loa
         res = Resources([w.proc.pid for w in procs if w.proc is not None])
         for w in procs:
             w.wait_ready(120)
-        name = "museflow (profiled)" if profile else "museflow (low-latency settings)" if tuned else "museflow"
-        result = measure_drain(name, workers, outputs, res, backlog, plan.window_s,
-                               all_emitting=lambda: workers == 1 or all(_events_in(w) > 0 for w in procs),
-                               alive=lambda: all(w.alive() for w in procs))
-        if latency is not None:
-            wait_drained(outputs, backlog, 240)
-            label = ", ".join(f"{k}={v}" for k, v in (tuned or {}).items()) or "default"
-            for rate in rates or plan.rates:
-                offered = float(rate) if not isinstance(rate, str) else round(result.rate * 0.5, -1)
-                console.print(f"  latency at {offered:,.0f} events/s ({label}) ...")
-                latency.append(measure_latency(settings, load, offered, plan.latency_s, plan.latency_warmup_s, res,
-                                               label))
-            result.peak_rss_mb = res.peak_rss / 2**20
-        return result
+        return measure_drain("museflow (profiled)" if profile else "museflow", workers, outputs, res, backlog,
+                             plan.window_s, all_emitting=lambda: workers == 1 or all(_events_in(w) > 0 for w in procs),
+                             alive=lambda: all(w.alive() for w in procs))
     finally:
         outputs.close()
         for w in procs:
             w.stop()
 
 
-def wait_drained(outputs: Outputs, expected: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while outputs.count() < expected:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"backlog not drained within {timeout:.0f}s")
-        time.sleep(0.2)
+def run_latency(base: Settings, workdir: Path, specs: Sequence[Path], load: Load, plan: Plan,
+                rates: Sequence[float | str], max_rate: float, tuned: dict[str, Any] | None = None) -> list[Latency]:
+    """Paced load on a fresh deployment (no backlog) with one worker, at each rate in turn."""
+    settings = scenario_settings(base, "lat" + ("t" if tuned else ""), workdir).replace(**(tuned or {}))
+    deploy(settings, specs)
+    label = ", ".join(f"{k}={v}" for k, v in (tuned or {}).items()) or "default"
+    (worker,) = _workers(settings, workdir, 1)
+    found = []
+    try:
+        worker.start().wait_ready(120)
+        measure_latency(settings, load, 200, min(1.0, plan.latency_s / 4), 0.0)  # warm up: first batches load models, open connections
+        for rate in rates:
+            offered = float(rate) if not isinstance(rate, str) else round(max_rate * 0.5, -1)
+            console.print(f"  latency at {offered:,.0f} events/s ({label}) ...")
+            found.append(measure_latency(settings, load, offered, plan.latency_s, plan.latency_warmup_s, None, label))
+        return found
+    finally:
+        worker.stop()
 
 
 def run_baseline(kind: str, base: Settings, workdir: Path, models_dir: Path, load: Load, plan: Plan) -> Throughput:
@@ -614,28 +618,41 @@ def main(argv: Sequence[str] | None = None) -> Run:
         def step(label: str, fn: Callable[[], Throughput]) -> None:
             console.print(f"[bold]{label}[/bold] ...")
             result = fn()
-            run.throughput.append(result)
+            run.attempts.append(result)
             console.print(f"  {result.rate:,.0f} events/s, {result.cpu_s_per_1k:.3f} CPU s / 1k, "
                           f"{result.peak_rss_mb:.0f} MiB")
 
-        if "museflow" in only:
-            step("museflow, 1 worker", lambda: run_museflow(
-                base, workdir, specs, load, plan, 1, run.latency if "latency" in only else None))
+        # Throughput scenarios run in rounds (A B C ... A B C ...); the best round of each counts,
+        # being the least disturbed by whatever else the machine runs.
+        for round_ in range(1, plan.rounds + 1):
+            tag = f" (round {round_}/{plan.rounds})" if plan.rounds > 1 else ""
+            if "museflow" in only:
+                step(f"museflow, 1 worker{tag}", lambda: run_museflow(base, workdir, specs, load, plan, 1))
+            if "museflow2" in only and plan.two_workers:
+                step(f"museflow, 2 workers{tag}", lambda: run_museflow(base, workdir, specs, load, plan, 2))
+            for kind in ("passthrough", "naive", "confluent"):
+                if kind in only:
+                    step(f"baseline: {kind}{tag}",
+                         lambda kind=kind: run_baseline(kind, base, workdir, models_dir, load, plan))
+        best: dict[tuple[str, int], Throughput] = {}
+        for t in run.attempts:
+            if (t.name, t.workers) not in best or t.rate > best[(t.name, t.workers)].rate:
+                best[(t.name, t.workers)] = t
+        run.throughput = list(best.values())
+        max_rate = best[("museflow", 1)].rate if ("museflow", 1) in best else 0.0
+        if "latency" in only:
+            console.print("[bold]museflow latency, 1 worker[/bold] ...")
+            rates = [r for r in plan.rates if not isinstance(r, str) or max_rate > 0]
+            run.latency.extend(run_latency(base, workdir, specs, load, plan, rates, max_rate))
         if "tuned" in only:
-            short = replace(plan, backlog={**plan.backlog, "museflow": plan.backlog["museflow"] // 3})
-            step("museflow, 1 worker, low-latency settings", lambda: run_museflow(
-                base, workdir, specs, load, short, 1, run.latency, tuned=LOW_LATENCY,
-                rates=[r for r in plan.rates if r in (1000, 2000)]))
-        if "museflow2" in only and plan.two_workers:
-            step("museflow, 2 workers", lambda: run_museflow(base, workdir, specs, load, plan, 2, None))
-        for kind in ("passthrough", "naive", "confluent"):
-            if kind in only:
-                step(f"baseline: {kind}", lambda kind=kind: run_baseline(kind, base, workdir, models_dir, load, plan))
+            console.print("[bold]museflow latency, 1 worker, low-latency settings[/bold] ...")
+            run.latency.extend(run_latency(base, workdir, specs, load, plan,
+                                           [r for r in plan.rates if r in (1000, 2000)], max_rate, LOW_LATENCY))
         if args.profile:
             report_path = RESULTS / f"{started}-profile.txt"
             RESULTS.mkdir(parents=True, exist_ok=True)
             step("museflow, 1 worker, under pyinstrument", lambda: run_museflow(
-                base, workdir, specs, load, plan, 1, None, profile=report_path))
+                base, workdir, specs, load, plan, 1, profile=report_path))
             run.profile = str(report_path.relative_to(ROOT))
     ratios(run)
     report(run)
