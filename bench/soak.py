@@ -23,23 +23,14 @@ from pathlib import Path
 import psutil
 
 from museflow.config import Settings
+from museflow.demo_models import SHOWCASE_ROUTES
 from museflow.kafka.clients import make_consumer, topic_end_offsets
 from museflow.kafka.lag import list_groups, read_lag
 from museflow.kafka.producing import produce_events
 from museflow.loadgen import TransactionGenerator
 from museflow.supervise import WorkerProcess
 
-ROUTES = """
-routes:
-  - {tenant: acme-bank, intent: card-not-present, champion: fraud-cnp@1,
-     candidates: [{model: fraud-cnp@2, mode: shadow, fraction: 1.0}], watch_thresholds: [0.95, 0.99]}
-  - {tenant: globex-pay, intent: card-not-present, champion: fraud-cnp@1,
-     candidates: [{model: fraud-cnp@2, mode: canary, fraction: 0.1}], watch_thresholds: [0.95]}
-  - {tenant: initech-fin, intent: card-not-present, champion: fraud-cnp@1, watch_thresholds: [0.95]}
-  - {tenant: acme-bank, intent: account-takeover, champion: ato@1}
-  - {tenant: globex-pay, intent: account-takeover, champion: ato@1}
-  - {tenant: initech-fin, intent: account-takeover, champion: ato@1}
-"""
+ROUTES = SHOWCASE_ROUTES
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_DEMO_EVENTS",
     "DEMO_ROUTES_FILE",
     "DEMO_START_MS",
+    "SHOWCASE_ROUTES",
     "DemoModel",
     "demo_routes_yaml",
     "roc_auc",
@@ -46,6 +47,20 @@ __all__ = [
 DEFAULT_DEMO_EVENTS = 300_000
 DEMO_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: fixed so artifacts are reproducible
 DEMO_ROUTES_FILE = "routes.yaml"
+
+SHOWCASE_ROUTES = """
+routes:
+  - {tenant: acme-bank, intent: card-not-present, champion: fraud-cnp@1,
+     candidates: [{model: fraud-cnp@2, mode: shadow, fraction: 1.0}], watch_thresholds: [0.95, 0.99]}
+  - {tenant: globex-pay, intent: card-not-present, champion: fraud-cnp@1,
+     candidates: [{model: fraud-cnp@2, mode: canary, fraction: 0.1}], watch_thresholds: [0.95]}
+  - {tenant: initech-fin, intent: card-not-present, champion: fraud-cnp@1, watch_thresholds: [0.95]}
+  - {tenant: acme-bank, intent: account-takeover, champion: ato@1}
+  - {tenant: globex-pay, intent: account-takeover, champion: ato@1}
+  - {tenant: initech-fin, intent: account-takeover, champion: ato@1}
+"""
+"""The demo models on three tenants x two intents, with a shadow and a 10% canary of fraud-cnp v2
+(the routes the pipeline tests and the soak run)."""
 _OWNERS = ["risk-ml@museflow.example"]
 
 _CNP_V1: list[dict[str, Any]] = [

@@ -10,22 +10,13 @@ from typing import Any
 import pytest
 
 from museflow.config import Settings
+from museflow.demo_models import SHOWCASE_ROUTES
 from museflow.kafka.clients import read_topic
 from museflow.kafka.control import publish_deployment
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.supervise import WorkerProcess
 
-ROUTES = """
-routes:
-  - {tenant: acme-bank, intent: card-not-present, champion: fraud-cnp@1,
-     candidates: [{model: fraud-cnp@2, mode: shadow, fraction: 1.0}], watch_thresholds: [0.95, 0.99]}
-  - {tenant: globex-pay, intent: card-not-present, champion: fraud-cnp@1,
-     candidates: [{model: fraud-cnp@2, mode: canary, fraction: 0.1}], watch_thresholds: [0.95]}
-  - {tenant: initech-fin, intent: card-not-present, champion: fraud-cnp@1, watch_thresholds: [0.95]}
-  - {tenant: acme-bank, intent: account-takeover, champion: ato@1}
-  - {tenant: globex-pay, intent: account-takeover, champion: ato@1}
-  - {tenant: initech-fin, intent: account-takeover, champion: ato@1}
-"""
+ROUTES = SHOWCASE_ROUTES
 
 
 @pytest.fixture(scope="session")
