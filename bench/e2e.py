@@ -441,7 +441,8 @@ def run_latency(base: Settings, workdir: Path, specs: Sequence[Path], load: Load
     found = []
     try:
         worker.start().wait_ready(120)
-        measure_latency(settings, load, 200, min(1.0, plan.latency_s / 4), 0.0)  # warm up: first batches load models, open connections
+        # Warm up: the first batches open connections and fetch metadata.
+        measure_latency(settings, load, 200, min(1.0, plan.latency_s / 4), 0.0)
         for rate in rates:
             offered = float(rate) if not isinstance(rate, str) else round(max_rate * 0.5, -1)
             console.print(f"  latency at {offered:,.0f} events/s ({label}) ...")
