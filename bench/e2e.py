@@ -3,7 +3,9 @@
     python bench/e2e.py                 # full run (~6-8 min on 2 cores), JSON to bench/results/
     python bench/e2e.py --quick         # shorter windows, fewer rates
     python bench/e2e.py --smoke         # a few seconds per scenario (CI keeps the harness working)
-    python bench/e2e.py --profile       # also: pyinstrument a museflow worker draining a backlog
+
+To profile a worker, run it yourself under pyinstrument against a pre-loaded backlog
+(``python -m pyinstrument -m museflow.cli.main worker --roles router,scorer``).
 
 The broker is ``--bootstrap``, else ``MUSEFLOW_TEST_BOOTSTRAP``, else a LocalKafka started here.
 Topology (every scenario, its own topic prefix): ``events -> model topic -> tenant topic``, six
@@ -138,7 +140,6 @@ class Run:
     latency: list[Latency] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
     targets: dict[str, bool] = field(default_factory=dict)
-    profile: str | None = None
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -369,52 +370,19 @@ def _events_in(worker: WorkerProcess) -> float:
     return 0.0
 
 
-class ProfiledWorker(WorkerProcess):
-    """A museflow worker run under pyinstrument (text report written when it stops)."""
-
-    def __init__(self, settings: Settings, report: Path, **kw: Any) -> None:
-        super().__init__(settings, **kw)
-        self.report = report
-
-    def start(self) -> ProfiledWorker:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.settings.to_env()}
-        cmd = [sys.executable, "-m", "pyinstrument", "--renderer", "text", "--outfile", str(self.report),
-               "-m", "museflow.cli.main", "worker", "--roles", ",".join(self.roles), "--loglevel", self.loglevel,
-               "--models", ",".join(self.models)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        return self
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return self.kill()
+def _workers(settings: Settings, workdir: Path, n: int) -> list[WorkerProcess]:
+    return [WorkerProcess(settings, roles=("router", "scorer"), models=MODELS,
+                          log_path=workdir / f"{settings.app_id}-worker{i}.log") for i in range(n)]
 
 
-def _workers(settings: Settings, workdir: Path, n: int, profile: Path | None = None) -> list[WorkerProcess]:
-    kw: dict[str, Any] = {"roles": ("router", "scorer"), "models": MODELS}
-    procs: list[WorkerProcess] = []
-    for i in range(n):
-        log_path = workdir / f"{settings.app_id}-worker{i}.log"
-        procs.append(ProfiledWorker(settings, profile, log_path=log_path, **kw) if profile is not None
-                     else WorkerProcess(settings, log_path=log_path, **kw))
-    return procs
-
-
-def run_museflow(base: Settings, workdir: Path, specs: Sequence[Path], load: Load, plan: Plan, workers: int,
-                 profile: Path | None = None) -> Throughput:
+def run_museflow(base: Settings, workdir: Path, specs: Sequence[Path], load: Load, plan: Plan,
+                 workers: int) -> Throughput:
     """Drain rate of museflow workers over a pre-loaded backlog."""
     settings = scenario_settings(base, f"mf{workers}", workdir)
     deploy(settings, specs)
     backlog = plan.backlog["museflow"]
     load.preload(settings, backlog)
-    procs = _workers(settings, workdir, workers, profile)
+    procs = _workers(settings, workdir, workers)
     outputs = Outputs(settings)
     try:
         for w in procs:
@@ -422,7 +390,7 @@ def run_museflow(base: Settings, workdir: Path, specs: Sequence[Path], load: Loa
         res = Resources([w.proc.pid for w in procs if w.proc is not None])
         for w in procs:
             w.wait_ready(120)
-        return measure_drain("museflow (profiled)" if profile else "museflow", workers, outputs, res, backlog,
+        return measure_drain("museflow", workers, outputs, res, backlog,
                              plan.window_s, all_emitting=lambda: workers == 1 or all(_events_in(w) > 0 for w in procs),
                              alive=lambda: all(w.alive() for w in procs))
     finally:
@@ -593,7 +561,6 @@ def main(argv: Sequence[str] | None = None) -> Run:
     parser.add_argument("--bootstrap", help="use this broker (default: MUSEFLOW_TEST_BOOTSTRAP, else start one)")
     parser.add_argument("--only", default="museflow,latency,tuned,museflow2,passthrough,naive,confluent",
                         help="comma list of scenarios to run")
-    parser.add_argument("--profile", action="store_true", help="also pyinstrument a museflow worker under load")
     parser.add_argument("--out", type=Path, help="JSON result path (default bench/results/<timestamp>.json)")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -649,12 +616,6 @@ def main(argv: Sequence[str] | None = None) -> Run:
             console.print("[bold]museflow latency, 1 worker, low-latency settings[/bold] ...")
             run.latency.extend(run_latency(base, workdir, specs, load, plan,
                                            [r for r in plan.rates if r in (1000, 2000)], max_rate, LOW_LATENCY))
-        if args.profile:
-            report_path = RESULTS / f"{started}-profile.txt"
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            step("museflow, 1 worker, under pyinstrument", lambda: run_museflow(
-                base, workdir, specs, load, plan, 1, profile=report_path))
-            run.profile = str(report_path.relative_to(ROOT))
     ratios(run)
     report(run)
     out = args.out or RESULTS / f"{started}{'' if run.mode == 'full' else '-' + run.mode}.json"
