@@ -148,7 +148,7 @@ class ScoreMonitor:
         self._span = self.window_seconds / self._buckets
         self._epsilon = epsilon
         self._clock = clock
-        self._tenants: dict[str, _TenantWindow] = {}
+        self._tenants: dict[tuple[str, str], _TenantWindow] = {}
         self._bins: dict[tuple[str, int], DriftBins] = {}
         self._published: dict[str, tuple[str, ...]] = {}
         self._next_publish = clock() + self.publish_interval_seconds
@@ -157,11 +157,12 @@ class ScoreMonitor:
             metrics.registry.register(_PublishWhenDue(self))  # type: ignore[arg-type]
 
     def observe(self, tenant: str, mapped_scores: npt.ArrayLike, raw_scores: npt.ArrayLike,
-                watch_thresholds: Sequence[float], reference: ReferenceDistribution | None) -> None:
+                watch_thresholds: Sequence[float], reference: ReferenceDistribution | None,
+                intent: str = "") -> None:
         """Add one batch of a tenant's served scores (mapped onto its reference, and raw model output)."""
         now = self._clock()
         with self._lock:
-            window = self._window(tenant, watch_thresholds, reference)
+            window = self._window(tenant, watch_thresholds, reference, intent)
             window.add(np.asarray(mapped_scores, dtype=np.float64).ravel(),
                        np.asarray(raw_scores, dtype=np.float64).ravel(), now)
         if now >= self._next_publish:
@@ -174,15 +175,16 @@ class ScoreMonitor:
             self.publish(now)
 
     def _window(self, tenant: str, watch_thresholds: Sequence[float],
-                reference: ReferenceDistribution | None) -> _TenantWindow:
-        """The tenant's window; its thresholds are the union over the tenant's routes (intents).
+                reference: ReferenceDistribution | None, intent: str = "") -> _TenantWindow:
+        """The window of one route (tenant, intent); gauges are published per tenant over its routes.
 
         A threshold seen for the first time rebuilds the window (history restarts once); a new
-        reference restarts it with only the thresholds given now.
+        reference for the route restarts it. Intents of one tenant on different references keep
+        separate windows instead of resetting each other.
         """
         thresholds = tuple(watch_thresholds)
         ref_key = (reference.name, reference.version) if reference is not None else None
-        window = self._tenants.get(tenant)
+        window = self._tenants.get((tenant, intent))
         if window is not None and window.key == ref_key:
             if thresholds in window.seen:
                 return window
@@ -199,15 +201,18 @@ class ScoreMonitor:
             wanted |= set(window.thresholds)
         window = _TenantWindow(ref_key, tuple(sorted(wanted)), bins, self._buckets, self._span)
         window.seen.add(thresholds)
-        self._tenants[tenant] = window
+        self._tenants[(tenant, intent)] = window
         return window
+
+    def _windows_of(self, tenant: str, now: float) -> list[tuple[_TenantWindow, TenantScoreStats]]:
+        """The tenant's windows with their figures, fewest samples first (the busiest one wins ties)."""
+        found = [(w, w.stats(now, self._epsilon)) for (t, _), w in self._tenants.items() if t == tenant]
+        return sorted(found, key=lambda pair: pair[1].count)
 
     def stats(self, tenant: str, now: float | None = None) -> TenantScoreStats | None:
         """The tenant's current window figures, or ``None`` for a tenant never observed."""
-        window = self._tenants.get(tenant)
-        if window is None:
-            return None
-        return window.stats(self._clock() if now is None else now, self._epsilon)
+        windows = self._windows_of(tenant, self._clock() if now is None else now)
+        return windows[-1][1] if windows else None
 
     def publish(self, now: float | None = None) -> None:
         """Recompute every tenant's gauges from its window; a tenant whose window emptied loses its series."""
@@ -218,20 +223,23 @@ class ScoreMonitor:
     def _publish(self, now: float) -> None:
         self._next_publish = now + self.publish_interval_seconds
         m = self.metrics
-        for tenant, window in self._tenants.items():
+        for tenant in sorted({t for t, _ in self._tenants}):
             label = m.tenant_label(tenant)
-            stats = window.stats(now, self._epsilon)
-            shown = tuple(threshold_label(t) for t in window.thresholds)
+            windows = [(w, st) for w, st in self._windows_of(tenant, now) if st.count > 0]
+            shown = tuple(sorted({threshold_label(t) for w, _ in windows for t in w.thresholds}))
             self._retire(label, shown)
-            if stats.count == 0:
+            if not windows:
                 self._retire(label, ())
                 continue
             self._published[label] = shown
-            for tau, text in zip(window.thresholds, shown, strict=True):
-                m.alert_rate.labels(label, text, "mapped").set(stats.mapped_alert_rates[tau])
-                raw_rate = stats.raw_alert_rates[tau]
-                if not math.isnan(raw_rate):
-                    m.alert_rate.labels(label, text, "raw").set(raw_rate)
+            for window, stats in windows:
+                for tau in window.thresholds:
+                    text = threshold_label(tau)
+                    m.alert_rate.labels(label, text, "mapped").set(stats.mapped_alert_rates[tau])
+                    raw_rate = stats.raw_alert_rates[tau]
+                    if not math.isnan(raw_rate):
+                        m.alert_rate.labels(label, text, "raw").set(raw_rate)
+            window, stats = windows[-1]
             if window.bins is not None and stats.count >= self.min_drift_samples:
                 m.drift_psi.labels(label).set(stats.psi)
                 m.drift_js.labels(label).set(stats.js)

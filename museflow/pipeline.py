@@ -315,7 +315,7 @@ class ScorerStep:
                 metrics.child(metrics.events_out, tenant, intent).inc(len(scored_records))
             if self.monitor is not None and served_mapped and route is not None:
                 self.monitor.observe(tenant, np.asarray(served_mapped), np.asarray(served_raw),
-                                     route.watch_thresholds, state.reference(route.reference))
+                                     route.watch_thresholds, state.reference(route.reference), intent=intent)
 
     def _watched(self, model: LoadedModel) -> tuple[tuple[str, str], ...]:
         """(feature name, event source field) of the features the spec asks to monitor."""

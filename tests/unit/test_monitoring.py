@@ -180,3 +180,15 @@ def test_observe_is_cheap() -> None:
         monitor.observe("acme", mapped, raw, taus, reference)
     per_batch = (time.perf_counter() - start) / 2000
     assert per_batch < 500e-6, f"{per_batch * 1e6:.1f} µs per batch of 500"
+
+
+def test_two_intents_on_different_references_keep_their_own_windows(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
+    frozen = ReferenceDistribution.from_samples("acme-cnp", 1, np.linspace(0.0, 0.5, 1001))
+    for _ in range(3):  # alternating batches, as the scorer sends them per (tenant, intent)
+        monitor.observe("acme", np.array([0.45, 0.1]), np.array([0.45, 0.1]), (0.4,), frozen, intent="cnp")
+        monitor.observe("acme", np.array([0.95]), np.array([0.95]), (0.9,), ReferenceDistribution.uniform(),
+                        intent="ato")
+    monitor.publish()
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.4", kind="mapped") == 0.5
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 1.0
