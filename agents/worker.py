@@ -137,19 +137,8 @@ def run(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str
     if "scorer" in roles and not models:
         models = deployed_model_names(settings)
         log.warning("scorer serves the models deployed now: %s", ", ".join(models) or "none")
-    if tuple(roles) == ("lag",):
-        ctx = WorkerContext(settings, ("lag",), None)
-        server = start_http_server(ctx.metrics.registry, settings.metrics_port, ready=ctx.ready) \
-            if settings.metrics_enabled else None
-        ctx.follower.start()
-        try:
-            _run_lag_only(settings, ctx)
-        finally:
-            ctx.follower.stop()
-            if server is not None:
-                server.stop()
-        return
-    app, ctx = build_worker(settings, roles, models)
+    lag_only = tuple(roles) == ("lag",)
+    app, ctx = (None, WorkerContext(settings, ("lag",), None)) if lag_only else build_worker(settings, roles, models)
     server = None
     if settings.metrics_enabled:
         server = start_http_server(ctx.metrics.registry, settings.metrics_port, ready=ctx.ready)
@@ -157,6 +146,9 @@ def run(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str
     ctx.follower.start()
     stop, failures = threading.Event(), []
     try:
+        if app is None:
+            _run_lag_only(settings, ctx)
+            return
         # ---- exactly-once mode: router and scorer as transactional loops (begin) ----
         loops = build_loops(ctx) if settings.exactly_once else []
         if loops:

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from museflow.config import Settings
 from museflow.errors import KafkaError, MuseflowError
+from museflow.kafka.clients import topic_end_offsets
 from museflow.state import PipelineState
 
 __all__ = [
@@ -112,12 +113,11 @@ class ControlFollower:
         targets: dict[tuple[str, int], int] = {}
         assignment = []
         for topic in self.appliers:
-            metadata = consumer.list_topics(topic, timeout=10)
-            info = metadata.topics.get(topic)
-            if info is None or info.error is not None:
-                raise KafkaError(f"control topic {topic} is missing; run `museflow topics create`")
-            for p in sorted(info.partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            try:
+                ends = topic_end_offsets(consumer, topic, timeout=30)  # retries a new topic's missing leader
+            except KafkaError as exc:
+                raise KafkaError(f"control topic {topic}: {exc}; run `museflow topics create`") from exc
+            for p, (low, high) in sorted(ends.items()):
                 if high > low:
                     targets[(topic, p)] = high
                 assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
