@@ -71,9 +71,10 @@ def group_id(settings: Settings, roles: Sequence[str], models: Collection[str] |
     """The consumer group (Faust app id) of a worker running ``roles``.
 
     The embedded all-roles worker uses the app id itself; a worker running a subset (one
-    Deployment per role) gets ``<app id>-<roles>[-<models>]``, so processes that consume
-    different topics never share a group (Faust's assignor assumes every member subscribes to
-    the same topics) and refit and label-join each see the whole score log.
+    Deployment per role) gets ``<app id>-<roles>[-<models given with --models>]``, so processes
+    that consume different topics never share a group (Faust's assignor assumes every member
+    subscribes to the same topics) and refit and label-join each see the whole score log. Models
+    discovered at start are not part of it: a group id must not change with deployments.
     """
     if tuple(roles) == ROLES:
         return settings.app_id
@@ -83,13 +84,13 @@ def group_id(settings: Settings, roles: Sequence[str], models: Collection[str] |
     return f"{settings.app_id}-{suffix}"
 
 
-def build_worker(settings: Settings, roles: Sequence[str] = ROLES,
-                 models: Collection[str] | None = None) -> tuple[faust.App, WorkerContext]:
+def build_worker(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str] | None = None, *,
+                 group: str | None = None) -> tuple[faust.App, WorkerContext]:
     """The Faust app with the given roles registered, and the context they share (not started)."""
     ctx = WorkerContext(settings, tuple(roles), frozenset(models) if models else None)
     ctx.state.on_change.append(_ensure_topics_for(settings))
     app = create_app(settings.replace(processing_guarantee="at_least_once") if settings.exactly_once else settings,
-                     app_id=group_id(settings, roles, models))
+                     app_id=group or group_id(settings, roles, models))
     for role in ctx.roles:
         if settings.exactly_once and role in TRANSACTIONAL_ROLES:
             continue  # run as Kafka-transactional loops instead (agents/transactional.py says why)
@@ -134,11 +135,15 @@ def run(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str
         loglevel: str = "warn") -> None:
     """Provision topics, start the control plane and metrics endpoint, then run until stopped."""
     ensure_topics(settings, core_topics(settings))
+    group = group_id(settings, roles, models)  # before discovery: a group id must not follow deployments
     if "scorer" in roles and not models:
         models = deployed_model_names(settings)
         log.warning("scorer serves the models deployed now: %s", ", ".join(models) or "none")
     lag_only = tuple(roles) == ("lag",)
-    app, ctx = (None, WorkerContext(settings, ("lag",), None)) if lag_only else build_worker(settings, roles, models)
+    if lag_only:
+        app, ctx = None, WorkerContext(settings, ("lag",), None)
+    else:
+        app, ctx = build_worker(settings, roles, models, group=group)
     server = None
     if settings.metrics_enabled:
         server = start_http_server(ctx.metrics.registry, settings.metrics_port, ready=ctx.ready)

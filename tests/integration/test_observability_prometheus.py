@@ -26,6 +26,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.worker import group_id
 from museflow import alerts, dashboards
 from museflow.cli.main import _SUBCOMMANDS
 from museflow.config import Settings
@@ -219,32 +220,33 @@ def test_every_dashboard_query_and_alert_expression_returns_data_and_lag_equals_
     names = {r["name"] for g in loaded["data"]["groups"] for r in g["rules"]}
     assert names == {r.name for r in alerts.rules()}, "Prometheus did not load every generated rule"
 
-    # Lag: the worker commits and stops, N more events arrive, the broker's view says N.
+    # Lag: the worker commits and stops, N more events arrive, the broker's view says N. A worker
+    # running a subset of roles has its own consumer group (agents.worker.group_id).
+    group = group_id(settings, MAIN_ROLES.split(","))
     proc = worker[0]
     events = settings.topics.events
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if sum(r.lag for r in read_lag(settings, [settings.app_id]) if r.topic == events) == 0:
+        if sum(r.lag for r in read_lag(settings, [group]) if r.topic == events) == 0:
             break
         time.sleep(1)
     stop(proc)
     museflow(deployed, "produce", "-n", str(N_LAG), "-q", "--seed", "7")
 
-    reading = json.loads(museflow(deployed, "lag", "--json", "--group", settings.app_id))
+    reading = json.loads(museflow(deployed, "lag", "--json", "--group", group))
     totals = {(t["group"], t["topic"]): t["lag"] for t in reading["totals"]}
-    assert totals[(settings.app_id, events)] == N_LAG
+    assert totals[(group, events)] == N_LAG
 
     registry = CollectorRegistry()
-    LagCollector(settings, [settings.app_id], registry=registry).refresh()
+    LagCollector(settings, [group], registry=registry).refresh()
     assert registry.get_sample_value("museflow_consumer_lag_sum",
-                                     {"group": settings.app_id, "topic": events}) == N_LAG
+                                     {"group": group, "topic": events}) == N_LAG
 
     port = free_port()
     log = tmp_path / "lag-worker.log"
-    # Not "--roles lag" alone: a Faust app with no topic crashes on subscribe (see the report). The
-    # label-join role joins the group on other topics, so the events partitions stay uncommitted.
+    # The lag role alone (no Faust app): it discovers every <app id>-* group of the deployment.
     lag_worker = start([sys.executable, "-c", "from museflow.cli.main import main; main()", "worker",
-                        "--roles", "label-join,lag"], {**deployed, "MUSEFLOW_METRICS_PORT": str(port)}, log)
+                        "--roles", "lag"], {**deployed, "MUSEFLOW_METRICS_PORT": str(port)}, log)
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", "lag worker", lag_worker, log)
         exported = None
@@ -254,7 +256,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data_and_lag_equals_
             for family in text_string_to_metric_families(body):
                 for sample in family.samples:
                     if (sample.name == "museflow_consumer_lag_sum" and sample.labels.get("topic") == events
-                            and sample.labels.get("group") == settings.app_id):
+                            and sample.labels.get("group") == group):
                         exported = sample.value
             time.sleep(1)
         assert exported == N_LAG, f"lag role exported {exported}, expected {N_LAG}:\n{log.read_text()[-3000:]}"
