@@ -21,6 +21,7 @@ from rich.text import Text
 from museflow.errors import ConfigError
 from museflow.loadgen import CARD_NOT_PRESENT, TenantProfile
 from museflow.monitoring import threshold_label
+from museflow.swapreport import ThresholdRow
 
 __all__ = [
     "WATCH_RATES",
@@ -298,37 +299,28 @@ def tenant_views(now: MetricsSnapshot, before: MetricsSnapshot, tenants: Sequenc
 
 @dataclass(frozen=True)
 class JudgedRow:
-    """One (tenant, target alert rate) before and after the swap, with the verdict and its bound."""
+    """A swap report row with the demo's verdict: did the mapped alert rate hold, did the raw one move."""
 
-    tenant: str
-    target_rate: float
-    threshold: float
-    n_before: int
-    n_after: int
-    mapped_before: float
-    mapped_after: float
-    raw_before: float
-    raw_after: float
+    row: ThresholdRow
     judged: bool
     mapped_bound: float
     raw_bound: float
 
     @property
     def mapped_held(self) -> bool:
-        return abs(self.mapped_after - self.mapped_before) <= self.mapped_bound
+        return abs(self.row.mapped_after - self.row.mapped_before) <= self.mapped_bound
 
     @property
     def raw_moved(self) -> bool:
-        return abs(self.raw_after - self.raw_before) > self.raw_bound
+        return abs(self.row.raw_after - self.row.raw_before) > self.raw_bound
 
     def to_json(self) -> dict[str, Any]:
+        r = self.row
         return {
-            "tenant": self.tenant, "target_rate": self.target_rate, "threshold": self.threshold,
-            "n_before": self.n_before, "n_after": self.n_after,
-            "mapped_before": self.mapped_before, "mapped_after": self.mapped_after,
-            "mapped_shift": _relative(self.mapped_after, self.mapped_before),
-            "raw_before": self.raw_before, "raw_after": self.raw_after,
-            "raw_shift": _relative(self.raw_after, self.raw_before),
+            "tenant": r.tenant, "target_rate": r.target_rate, "threshold": r.threshold,
+            "n_before": r.n_before, "n_after": r.n_after,
+            "mapped_before": r.mapped_before, "mapped_after": r.mapped_after, "mapped_shift": r.mapped_shift,
+            "raw_before": r.raw_before, "raw_after": r.raw_after, "raw_shift": r.raw_shift,
             "judged": self.judged, "mapped_bound": self.mapped_bound, "raw_bound": self.raw_bound,
             "mapped_held": self.mapped_held, "raw_moved": self.raw_moved,
         }
@@ -339,12 +331,6 @@ Z = 3.0
 MIN_EXPECTED_ALERTS = 30
 TOLERANCE_TEXT = (f"|after - before| <= {REL_TOLERANCE:.0%} of before + {Z:g} binomial standard errors "
                   f"(rows with at least {MIN_EXPECTED_ALERTS} expected alerts on each side are judged)")
-
-
-def _relative(after: float, before: float) -> float:
-    if before == 0 or math.isnan(before):
-        return math.inf if after else 0.0
-    return (after - before) / before
 
 
 def _bound(before: float, n_before: int, n_after: int) -> float:
@@ -358,9 +344,9 @@ def judge_row(tenant: str, target_rate: float, threshold: float, n_before: int, 
               mapped_before: float, mapped_after: float, raw_before: float, raw_after: float) -> JudgedRow:
     """Whether the mapped alert rate held and the raw one moved, within :data:`TOLERANCE_TEXT`."""
     judged = min(n_before, n_after) * target_rate >= MIN_EXPECTED_ALERTS
-    return JudgedRow(tenant, target_rate, threshold, n_before, n_after, mapped_before, mapped_after,
-                     raw_before, raw_after, judged, _bound(mapped_before, n_before, n_after),
-                     _bound(raw_before, n_before, n_after))
+    row = ThresholdRow(tenant, "", target_rate, threshold, n_before, n_after, mapped_before, mapped_after,
+                       raw_before, raw_after)
+    return JudgedRow(row, judged, _bound(mapped_before, n_before, n_after), _bound(raw_before, n_before, n_after))
 
 
 def _pct(x: float, digits: int = 2) -> str:

@@ -9,6 +9,7 @@ With mapping the alert rate should hold; on raw scores it would have moved.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ class SwapReport:
 
 
 def _relative(after: float, before: float) -> float:
-    if before == 0:
+    if before == 0 or math.isnan(before):
         return float("inf") if after else 0.0
     return (after - before) / before
 
