@@ -33,7 +33,10 @@ def test_smoke_run_measures_museflow_and_every_baseline(kafka_bootstrap: str, tm
     rates = {t["name"]: t["rate"] for t in result["throughput"]}
     assert set(rates) == {"museflow", "passthrough", "naive", "confluent"}, rates
     assert all(rate > 0 for rate in rates.values()), rates
-    assert all(t["cpu_s_per_1k"] > 0 and t["peak_rss_mb"] > 0 for t in result["throughput"])
+    assert all(t["cpu_s_per_1k"] >= 0 and t["peak_rss_mb"] > 0 for t in result["throughput"])
+    # The confluent loop can drain the smoke backlog within one CPU clock tick (CPU reads 0.000);
+    # the Faust scenarios run long enough for their CPU to register.
+    assert all(t["cpu_s_per_1k"] > 0 for t in result["throughput"] if t["name"] != "confluent")
     assert result["latency"] and all(lat["measured"] > 0 for lat in result["latency"])
     assert {"museflow / naive", "museflow / passthrough", "museflow / confluent"} <= set(result["ratios"])
     assert run.ratios == result["ratios"]
