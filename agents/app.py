@@ -7,10 +7,53 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.transport.consumer import CONSUMER_PARTITIONS_REVOKED
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
+from faust.utils.tracing import traced_from_parent_span
+from mode import Service
 
 from museflow.config import Settings
 
-__all__ = ["create_app", "run_worker"]
+__all__ = ["RevokeCommittingConsumer", "create_app", "run_worker"]
+
+
+class RevokeCommittingConsumer(aiokafka_driver.Consumer):
+    """Faust's aiokafka consumer, committing what was processed before a rebalance forgets it.
+
+    faust-streaming's ``Consumer.on_partitions_revoked`` drops the acked but not yet committed
+    offsets of the revoked partitions *before* the app waits for its streams and commits. The
+    rebalance protocol revokes every partition, so each rebalance (a worker joining or leaving)
+    made the next owner score again everything processed since the last periodic commit (up to
+    ``broker_commit_interval`` of traffic), and the batch in flight as well. This is the same
+    method with the bookkeeping dropped *after* the app's revoke handler, which waits for every
+    in-flight batch to be acked and commits (``stream_wait_empty=True``).
+    """
+
+    @Service.transitions_to(CONSUMER_PARTITIONS_REVOKED)
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        span = self.app._start_span_from_rebalancing("on_partitions_revoked")
+        T = traced_from_parent_span(span)
+        with span:
+            if self._active_partitions is not None:
+                self._active_partitions.difference_update(revoked)
+            self._paused_partitions.difference_update(revoked)
+            await T(self._on_partitions_revoked, partitions=revoked)(revoked)
+            for tp in revoked:
+                self._gap.pop(tp, None)
+                self._acked.pop(tp, None)
+                self._acked_index.pop(tp, None)
+                self._read_offset.pop(tp, None)
+                self._committed_offset.pop(tp, None)
+
+
+class _Transport(aiokafka_driver.Transport):
+    Consumer = RevokeCommittingConsumer
+
+
+class _App(faust.App):
+    def _new_transport(self) -> _Transport:
+        return _Transport(self.conf.broker_consumer, self)
 
 
 def _credentials(options: dict[str, Any]) -> Any:
@@ -40,7 +83,7 @@ def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
     options = settings.faust_broker_options()
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _App(
         app_id or settings.app_id,
         broker=options["broker"],
         broker_credentials=_credentials(options),
