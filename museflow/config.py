@@ -37,6 +37,11 @@ class TopicNames:
         return f"{self.prefix}museflow.{base}"
 
     @property
+    def namespace(self) -> str:
+        """What every museflow topic name starts with (a prefix ACL covers them all)."""
+        return self._name("")
+
+    @property
     def events(self) -> str:
         return self._name("events")
 

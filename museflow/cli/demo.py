@@ -566,7 +566,7 @@ class Demo:
         from museflow.kafka.clients import make_consumer, topic_end_offsets
 
         assert self.settings is not None
-        consumer = make_consumer(self.settings, group_id=f"museflow-demo-count-{time.time_ns()}")
+        consumer = make_consumer(self.settings, group_id=f"{self.settings.app_id}-demo-count-{time.time_ns()}")
         try:
             def size(topic: str) -> int:
                 return sum(hi - lo for lo, hi in topic_end_offsets(consumer, topic).values())

@@ -15,6 +15,7 @@ __all__ = ["cli", "main"]
 
 # (module, attribute) of each subcommand; imported lazily so `museflow --help` stays fast.
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "acls": ("museflow.cli.acls", "acls_command"),
     "demo": ("museflow.cli.demo", "demo_command"),
     "kafka": ("museflow.cli.kafka", "kafka_group"),
     "lag": ("museflow.cli.lag", "lag_command"),

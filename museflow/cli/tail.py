@@ -131,15 +131,18 @@ def _topic_for(settings: Settings, topic: str | None, tenant: str | None, dlq: b
               help="Seconds to wait for the broker when reading to the end.")
 @click.option("--bootstrap-servers", default=None, help="Kafka bootstrap (default: MUSEFLOW_BOOTSTRAP_SERVERS).")
 @click.option("--topic-prefix", default=None, help="Topic prefix (default: MUSEFLOW_TOPIC_PREFIX).")
+@click.option("--group", "group_id", default=None,
+              help="Consumer group id to read with (nothing is committed; default <app id>-reader-N). "
+                   "A tenant under ACLs uses one named after it, e.g. acme-bank-tail.")
 def tail_command(topic: str | None, tenant: str | None, dlq: bool, score_log: bool, labels: bool,
                  schema_name: str | None, as_json: bool, follow: bool, limit: int | None, timeout: float,
-                 bootstrap_servers: str | None, topic_prefix: str | None) -> None:
+                 bootstrap_servers: str | None, topic_prefix: str | None, group_id: str | None) -> None:
     """Decode and print the records of TOPIC (from the beginning), picking the schema per record."""
     settings = Settings.from_env(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
     name = _topic_for(settings, topic, tenant, dlq, score_log, labels)
     serdes = serdes_from_settings(settings)
     hint = schema_name or serdes.schema_for_topic(name, settings.topics)
-    rows = _rows(serdes, iter_topic(settings, name, timeout=timeout, follow=follow), hint, limit)
+    rows = _rows(serdes, iter_topic(settings, name, timeout=timeout, follow=follow, group_id=group_id), hint, limit)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, separators=(",", ":"), ensure_ascii=False))

@@ -296,6 +296,7 @@ class LocalKafka:
         heap: str = "768m",
         sasl_users: Mapping[str, str] | None = None,
         sasl_port: int = 0,
+        authorizer: bool = False,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise BrokerLaunchError(f"instance name {name!r} may only hold letters, digits, '.', '_' and '-'")
@@ -306,6 +307,7 @@ class LocalKafka:
         self.heap = heap
         self.sasl_users = dict(sasl_users or {})
         self.sasl_port = sasl_port
+        self.authorizer = authorizer
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -336,6 +338,8 @@ class LocalKafka:
         config = self._write_config(data_dir, port, controller_port)
         if sasl_port:
             self._add_sasl_listener(config, port, controller_port, sasl_port)
+        if self.authorizer:
+            self._add_authorizer(config)
         if not (data_dir / "meta.properties").exists():
             self._format(dist, config)
         log_path = self.home / "kafka.log"
@@ -413,6 +417,16 @@ class LocalKafka:
             "",
         ]
         config.write_text("\n".join(lines))
+
+    def _add_authorizer(self, config: Path) -> None:
+        """KRaft's StandardAuthorizer: ACLs are enforced on the SASL listener's users; the PLAINTEXT
+        and controller listeners (principal ``User:ANONYMOUS``) stay super users, as the local admin."""
+        config.write_text(config.read_text() + "\n".join([
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found=false",
+            "",
+        ]))
 
     def _format(self, dist: KafkaDistribution, config: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

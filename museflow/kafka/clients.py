@@ -106,9 +106,10 @@ def read_topic(
     *,
     timeout: float = 30.0,
     isolation_level: str = "read_uncommitted",
+    group_id: str | None = None,
 ) -> list[Record]:
     """Everything in ``topic`` up to its end as of the call, from every partition, in offset order."""
-    return list(iter_topic(settings, topic, timeout=timeout, isolation_level=isolation_level))
+    return list(iter_topic(settings, topic, timeout=timeout, isolation_level=isolation_level, group_id=group_id))
 
 
 def iter_topic(
@@ -118,9 +119,14 @@ def iter_topic(
     timeout: float = 30.0,
     isolation_level: str = "read_uncommitted",
     follow: bool = False,
+    group_id: str | None = None,
 ) -> Iterator[Record]:
-    """Yield the records of ``topic`` from the beginning; stop at the end unless ``follow``."""
-    consumer = make_consumer(settings, group_id=f"museflow-reader-{time.time_ns()}",
+    """Yield the records of ``topic`` from the beginning; stop at the end unless ``follow``.
+
+    Partitions are assigned, nothing is committed; the group id (default ``<app id>-reader-<n>``,
+    inside the platform's ACLs) only has to be one the principal may use (a tenant: ``<tenant>-...``).
+    """
+    consumer = make_consumer(settings, group_id=group_id or f"{settings.app_id}-reader-{time.time_ns()}",
                              **{"isolation.level": isolation_level})
     try:
         ends = topic_end_offsets(consumer, topic)

@@ -27,7 +27,7 @@ def _iter(settings: Settings, since_ms: int | None, until_ms: int | None,
           where: Callable[[Mapping[str, Any]], bool] | None, timeout: float) -> Iterator[dict[str, Any]]:
     topic = settings.topics.score_log
     serde = serdes_from_settings(settings).score_log
-    consumer = make_consumer(settings, group_id=f"museflow-scorelog-reader-{time.time_ns()}")
+    consumer = make_consumer(settings, group_id=f"{settings.app_id}-scorelog-reader-{time.time_ns()}")
     try:
         ends = topic_end_offsets(consumer, topic)
         starts = {p: lo for p, (lo, _) in ends.items()}

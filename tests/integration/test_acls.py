@@ -1,0 +1,167 @@
+"""The ACLs the README documents, enforced by a real broker (KRaft ``StandardAuthorizer``).
+
+The platform principal runs a whole worker (every role) with only ``platform_rules``; each tenant
+principal, with only ``tenant_rules``, reads its own scored topic and is refused everything else:
+another tenant's topic, the events topic, the score log, the dead-letter topic, writing events,
+and consumer groups not named after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import Producer
+
+from museflow.cli.tail import tail_command
+from museflow.config import Settings
+from museflow.kafka.acls import apply_rules, platform_rules, tenant_rules
+from museflow.kafka.broker import BrokerInstance, LocalKafka
+from museflow.kafka.clients import make_consumer
+from museflow.supervise import WorkerProcess
+from tests.integration.test_faults import Traffic, _deploy, settled
+
+PASSWORDS = {"museflow": "platform-Pa55", "acme-bank": "acme-Pa55", "globex-pay": "globex-Pa55"}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInstance]:
+    broker = LocalKafka(f"acl-{time.time_ns()}", home=tmp_path_factory.mktemp("kafka-acl"),
+                        sasl_users=PASSWORDS, authorizer=True)
+    inst = broker.start(timeout=120)
+    try:
+        yield inst
+    finally:
+        broker.destroy()
+
+
+def as_user(admin: Settings, inst: BrokerInstance, user: str) -> Settings:
+    return admin.replace(bootstrap_servers=inst.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
+                         sasl_mechanism="SCRAM-SHA-256", sasl_username=user, sasl_password=PASSWORDS[user])
+
+
+def first_outcome(settings: Settings, topic: str, group: str, timeout: float = 20) -> str:
+    """Subscribe and poll: 'message' once one arrives, else the error's code name, else 'nothing'."""
+    consumer = make_consumer(settings, group)
+    consumer.subscribe([topic])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            return "message" if error is None else str(error.name())
+        return "nothing"
+    finally:
+        consumer.close()
+
+
+def count_records(settings: Settings, topic: str, group: str, expected: int, timeout: float = 60) -> int:
+    consumer = make_consumer(settings, group)
+    consumer.subscribe([topic])
+    n = 0
+    try:
+        deadline = time.monotonic() + timeout
+        while n < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            n += 1
+        return n
+    finally:
+        consumer.close()
+
+
+def produce_outcome(settings: Settings, topic: str) -> str:
+    errors: list[str] = []
+    producer = Producer({**settings.librdkafka_config(), "message.timeout.ms": 10000})
+    producer.produce(topic, b"x", on_delivery=lambda err, _msg: errors.append(err.name() if err else "delivered"))
+    producer.flush(15)
+    return errors[0] if errors else "no delivery report"
+
+
+def admin_settings(inst: BrokerInstance, tmp_path: Path) -> Settings:
+    """The PLAINTEXT listener's principal (User:ANONYMOUS) is the broker's super user: the administrator."""
+    tag = f"a{time.time_ns() % 10**10}"
+    return Settings(bootstrap_servers=inst.bootstrap, topic_prefix=f"{tag}.", app_id=f"mf-{tag}",
+                    data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "models"), metrics_enabled=False,
+                    broker_session_timeout_seconds=6.0)
+
+
+def test_documented_acls_run_the_platform_and_confine_each_tenant_to_its_own_topic(
+        acl_broker: BrokerInstance, demo_models: dict[str, Path], tmp_path: Path) -> None:
+    admin = admin_settings(acl_broker, tmp_path)
+    platform = as_user(admin, acl_broker, "museflow")
+    acme, globex = as_user(admin, acl_broker, "acme-bank"), as_user(admin, acl_broker, "globex-pay")
+
+    # without ACLs the platform principal may do nothing at all
+    assert produce_outcome(platform, admin.topics.events) == "TOPIC_AUTHORIZATION_FAILED"
+
+    apply_rules(admin, platform_rules(platform, "User:museflow"))
+    apply_rules(admin, tenant_rules(admin, "acme-bank"))
+    apply_rules(admin, tenant_rules(admin, "globex-pay"))
+
+    _deploy(platform, demo_models)
+    worker = WorkerProcess(platform, roles=("all",), log_path=tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready(120)
+        summary = Traffic(platform, 600, rate=300, seed=71, bad_fraction=0.02).join()
+        acc = settled(admin, summary, timeout=120)
+        print(f"\n{acc.line('platform principal under ACLs')}")
+        assert acc.lost == 0 and len(acc.scored) == summary.good
+        assert worker.alive(), worker.log_tail()
+    finally:
+        worker.stop()
+    assert "AUTHORIZATION_FAILED" not in worker.log_path.read_text(errors="replace")
+
+    acme_scored = sum(1 for r in acc.records if r["tenant"] == "acme-bank")
+    assert acme_scored > 0
+    assert count_records(acme, admin.topics.scores("acme-bank"), "acme-bank-risk-engine", acme_scored) == acme_scored
+    assert first_outcome(globex, admin.topics.scores("globex-pay"), "globex-pay-alerts") == "message"
+    # `museflow tail` as the tenant, with a group named after it
+    tail = CliRunner().invoke(tail_command, ["--tenant", "acme-bank", "--json", "--group", "acme-bank-tail"],
+                              env=acme.to_env())
+    assert tail.exit_code == 0, tail.output
+    assert len(tail.output.splitlines()) == acme_scored
+    assert CliRunner().invoke(tail_command, ["--tenant", "acme-bank", "--timeout", "10"],
+                              env=acme.to_env()).exit_code != 0, "a group outside the tenant's prefix is refused"
+
+    refused = {
+        "another tenant's scores": first_outcome(acme, admin.topics.scores("globex-pay"), "acme-bank-x"),
+        "the events topic": first_outcome(acme, admin.topics.events, "acme-bank-x"),
+        "the score log": first_outcome(acme, admin.topics.score_log, "acme-bank-x"),
+        "the dead-letter topic": first_outcome(acme, admin.topics.dlq, "acme-bank-x"),
+    }
+    assert refused == dict.fromkeys(refused, "TOPIC_AUTHORIZATION_FAILED"), refused
+    assert first_outcome(acme, admin.topics.scores("acme-bank"), "globex-pay-spy") == "GROUP_AUTHORIZATION_FAILED"
+    assert produce_outcome(acme, admin.topics.events) == "TOPIC_AUTHORIZATION_FAILED"
+    assert produce_outcome(acme, admin.topics.scores("acme-bank")) == "TOPIC_AUTHORIZATION_FAILED"
+
+
+def test_exactly_once_workers_need_only_the_documented_transactional_id_acl(
+        acl_broker: BrokerInstance, demo_models: dict[str, Path], tmp_path: Path) -> None:
+    admin = admin_settings(acl_broker, tmp_path).replace(processing_guarantee="exactly_once",
+                                                         transaction_timeout_seconds=10.0, instance_id="w1")
+    platform = as_user(admin, acl_broker, "museflow")
+    rules = platform_rules(platform, "User:museflow")
+    assert any(rule.resource == "transactional-id" for rule in rules)
+    apply_rules(admin, rules)
+    _deploy(platform, demo_models)
+    worker = WorkerProcess(platform, roles=("router", "scorer"), log_path=tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready(120)
+        summary = Traffic(platform, 400, rate=200, seed=72, bad_fraction=0.02).join()
+        acc = settled(admin, summary, timeout=120, isolation="read_committed")
+        print(f"\n{acc.line('exactly-once platform principal under ACLs')}")
+        assert acc.lost == 0 and acc.duplicates == 0 and len(acc.scored) == summary.good
+        assert worker.alive(), worker.log_tail()
+    finally:
+        worker.stop()
+    assert "AUTHORIZATION_FAILED" not in worker.log_path.read_text(errors="replace")
