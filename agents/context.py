@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from museflow.pipeline import DeadLetterRequest, InMessage, StepResult
 from museflow.serde import Serdes
 from museflow.state import PipelineState
 
-__all__ = ["ROLES", "WorkerContext", "to_in_messages"]
+__all__ = ["ROLES", "InFlight", "WorkerContext", "to_in_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -78,31 +79,19 @@ class WorkerContext:
         self.ready_roles.add(role)
         self.metrics.child(self.metrics.worker_up, role).set(1)
 
-    async def send(self, app: faust.App, result: StepResult, stage: str) -> None:
-        """Produce a step's output and dead letters; return once the broker acknowledged all.
+    def in_flight(self, app: faust.App, stream: Any, stage: str) -> InFlight:
+        """The delivery pipeline of one agent (see :class:`InFlight`)."""
+        return InFlight(self, app, stream, stage, limit=self.settings.batches_in_flight)
 
-        A worker stopping meanwhile (Faust cancels its agents) lets the batch finish first: its
-        events are then acked and committed on the way out instead of being scored again by the
-        next owner of the partitions (a graceful stop should leave no duplicates).
-        """
-        task = asyncio.ensure_future(self._send(app, result, stage))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
-
-    async def _send(self, app: faust.App, result: StepResult, stage: str) -> None:
-        started = time.perf_counter()
+    async def produce(self, app: faust.App, result: StepResult, stage: str) -> list[Any]:
+        """Hand a step's outputs and dead letters to the producer; their delivery futures, in order."""
         producer = app.producer
         futures = []
         for out in result.out:
             futures.append(await producer.send(out.topic, out.key, out.value, None, None, list(out.headers)))
         for dead in result.dead:
             futures.append(await self._dead_letter(app, dead, stage))
-        if futures:
-            await asyncio.gather(*futures)
-        self.metrics.child(self.metrics.stage_latency, f"{stage}_send").observe(time.perf_counter() - started)
+        return futures
 
     async def _dead_letter(self, app: faust.App, dead: DeadLetterRequest, stage: str) -> Any:
         m: InMessage = dead.message
@@ -117,3 +106,63 @@ class WorkerContext:
         future = await app.producer.send(letter.topic, letter.key, letter.value, None, None, None)
         self.deadletters.count(letter.reason, stage)
         return future
+
+
+_SETTLING: set[asyncio.Future[None]] = set()
+
+
+class InFlight:
+    """An agent's batches whose outputs are produced but not yet all acknowledged by the broker.
+
+    ``send`` hands a batch's outputs to the producer and returns; the batch's events are acked
+    (so Faust may commit their offsets) only once every one of its deliveries is acknowledged.
+    Up to ``limit`` batches stay in flight, so the agent processes the next batch while the broker
+    acknowledges the last one instead of waiting for a round trip per batch. Faust commits only a
+    gap-free prefix of acked offsets, and a rebalance or a stop waits for every event handed out
+    to be acked (``stream_wait_empty``), so at-least-once holds and a graceful stop redelivers
+    nothing. A delivery that fails for good crashes the worker before anything past it is acked.
+    """
+
+    def __init__(self, ctx: WorkerContext, app: faust.App, stream: Any, stage: str, *, limit: int) -> None:
+        self.ctx, self.app, self.stream, self.stage, self.limit = ctx, app, stream, stage, limit
+        self._pending: deque[asyncio.Future[None]] = deque()
+        self._seconds = ctx.metrics.child(ctx.metrics.stage_latency, f"{stage}_send")
+
+    async def send(self, result: StepResult, events: Sequence[Any]) -> None:
+        """Produce ``result`` for the batch ``events``; wait only while ``limit`` batches are in flight.
+
+        A worker stopping meanwhile (Faust cancels its agents) lets the batch's produce calls
+        finish first, so no batch is left half produced and unacked.
+        """
+        started = time.perf_counter()
+        produce = asyncio.ensure_future(self.ctx.produce(self.app, result, self.stage))
+        try:
+            futures = await asyncio.shield(produce)
+        except asyncio.CancelledError:
+            futures = await produce
+            self._pending.append(self._spawn(self._settle(futures, events, started)))
+            raise
+        self._pending.append(self._spawn(self._settle(futures, events, started)))
+        while self._pending and (self._pending[0].done() or len(self._pending) > self.limit):
+            await self._pending.popleft()
+
+    @staticmethod
+    def _spawn(coro: Any) -> asyncio.Future[None]:
+        # The event loop holds tasks weakly: keep each until done, even once its agent is gone.
+        task = asyncio.ensure_future(coro)
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
+        return task
+
+    async def _settle(self, futures: list[Any], events: Sequence[Any], started: float) -> None:
+        try:
+            if futures:
+                await asyncio.gather(*futures)
+        except Exception as exc:
+            log.error("%s: a delivery failed, stopping the worker before its events are committed: %r",
+                      self.stage, exc)
+            await self.app.crash(exc)
+            return
+        for event in events:
+            await self.stream.ack(event)
+        self._seconds.observe(time.perf_counter() - started)

@@ -24,7 +24,8 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     @app.agent(app.topic(settings.topics.events), name="museflow-router")
     async def route(stream: Any) -> None:
         await ctx.wait_control("router")
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_seconds):
+        in_flight = ctx.in_flight(app, stream, "router")
+        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_seconds):
             t0 = time.perf_counter()
             messages = to_in_messages(batch)
             decoded = ctx.serdes.events.decode_many([m.value for m in messages])
@@ -33,4 +34,4 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             route_seconds.observe(time.perf_counter() - t1)
             decode_seconds.observe(t1 - t0)
             batch_size.observe(len(messages))
-            await ctx.send(app, result, "router")
+            await in_flight.send(result, batch)

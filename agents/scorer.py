@@ -42,7 +42,8 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     @app.agent(source, name="museflow-scorer")
     async def score(stream: Any) -> None:
         await ctx.wait_control("scorer")
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_seconds):
+        in_flight = ctx.in_flight(app, stream, "scorer")
+        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_seconds):
             messages = to_in_messages(batch)
             await _wait_for_models(step, messages)
             t0 = time.perf_counter()
@@ -52,7 +53,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             score_seconds.observe(time.perf_counter() - t1)
             decode_seconds.observe(t1 - t0)
             batch_size.observe(len(messages))
-            await ctx.send(app, result, "scorer")
+            await in_flight.send(result, batch)
 
     async def _wait_for_models(step: ScorerStep, messages: list[Any]) -> None:
         """A route may name a version whose deployment is still loading: give it a moment."""

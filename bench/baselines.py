@@ -3,9 +3,10 @@
 All three use the museflow topology: ``events -> model topic -> tenant topic`` (two Kafka hops,
 the partitions of museflow's own topics, created by the harness under the baseline's prefix).
 
-* ``passthrough`` — bare Faust with museflow's app factory settings and send style
-  (``take_events`` batches, ``producer.send`` per message, ``gather`` of the delivery futures
-  per batch); agents forward bytes unchanged. The framework's own ceiling.
+* ``passthrough`` — bare Faust with museflow's app factory settings and delivery discipline
+  (``noack_take`` batches, ``producer.send`` per message, each batch's events acked once its
+  deliveries are acknowledged, up to ``batches_in_flight`` batches pending — as museflow's
+  ``InFlight``); agents forward bytes unchanged. The framework's own ceiling.
 * ``naive`` — a Faust scorer as a user would first write it: one event at a time, the ``avro``
   package (not fastavro), one ``booster.predict(DMatrix)`` of one row per event, ``await
   topic.send`` per event, no score log, no quantile map, no shadow.
@@ -23,6 +24,7 @@ import io
 import json
 import signal
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +45,40 @@ def passthrough(settings: Settings) -> None:
     model_topics = [topics.model(m) for m in MODELS]
     tenant_topics = [topics.scores(t) for t in TENANTS]
 
-    async def forward(batch: Any, targets: list[str]) -> None:
+    # The same delivery discipline as museflow's agents (agents.context.InFlight): a batch's events
+    # are acked once its deliveries are acknowledged, with up to batches_in_flight batches pending.
+    settling: set[asyncio.Future[None]] = set()
+
+    async def settle(stream: Any, futures: list[Any], batch: Any) -> None:
+        await asyncio.gather(*futures)
+        for event in batch:
+            await stream.ack(event)
+
+    async def forward(stream: Any, batch: Any, targets: list[str], pending: Any) -> None:
         producer = app.producer
         futures = []
         for event in batch:
             msg = event.message
             futures.append(await producer.send(targets[msg.offset % len(targets)], msg.key, msg.value,
                                                None, None, None))
-        if futures:
-            await asyncio.gather(*futures)
+        task = asyncio.ensure_future(settle(stream, futures, batch))
+        settling.add(task)
+        task.add_done_callback(settling.discard)
+        pending.append(task)
+        while pending and (pending[0].done() or len(pending) > settings.batches_in_flight):
+            await pending.popleft()
 
     @app.agent(app.topic(topics.events), name="bench-pass-router")
     async def route(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_seconds):
-            await forward(batch, model_topics)
+        pending: deque[Any] = deque()
+        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_seconds):
+            await forward(stream, batch, model_topics, pending)
 
     @app.agent(app.topic(*model_topics), name="bench-pass-scorer")
     async def score(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_seconds):
-            await forward(batch, tenant_topics)
+        pending: deque[Any] = deque()
+        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_seconds):
+            await forward(stream, batch, tenant_topics, pending)
 
     run_worker(app)
 

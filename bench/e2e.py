@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -274,11 +274,14 @@ def measure_latency(settings: Settings, load: Load, rate: float, duration: float
     decode = load.serdes.scored.decode
     consumer = Consumer({**settings.librdkafka_config(), "group.id": f"bench-latency-{time.time_ns()}",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    tps = [TopicPartition(settings.topics.scores(t), p, OFFSET_END) for t in TENANTS
-           for p in range(settings.partitions)]
+    # Start at each partition's current end, resolved before the first event is produced (assigning
+    # OFFSET_END resolves it lazily: a fast pipeline's first scores could land before, unreceived).
+    tps = []
+    for t in TENANTS:
+        for p in range(settings.partitions):
+            tp = TopicPartition(settings.topics.scores(t), p)
+            tps.append(TopicPartition(tp.topic, p, consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]))
     consumer.assign(tps)
-    for tp in tps:  # resolve OFFSET_END now, before the first event is produced
-        consumer.get_watermark_offsets(tp, timeout=10, cached=False)
     with contextlib.suppress(Exception):
         consumer.poll(0.2)
     latencies: list[float] = []

@@ -112,6 +112,9 @@ class Settings:
     batch_size: int = 500
     batch_window_seconds: float = 0.05
     producer_linger_seconds: float = 0.005
+    batches_in_flight: int = 8
+    """Batches an agent may have produced but not yet seen acknowledged; their events are committed
+    only once acknowledged. 1 = wait for every batch's acks before taking the next."""
     broker_session_timeout_seconds: float = 10.0
 
     refit_interval_seconds: float = 15.0
@@ -147,7 +150,7 @@ class Settings:
                 f"security_protocol={self.security_protocol} needs {ENV_PREFIX}SASL_USERNAME "
                 f"and {ENV_PREFIX}SASL_PASSWORD"
             )
-        for name in ("partitions", "replication_factor", "batch_size"):
+        for name in ("partitions", "replication_factor", "batch_size", "batches_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.bootstrap_servers.strip():
