@@ -144,7 +144,8 @@ class InFlight:
             raise
         self._pending.append(self._spawn(self._settle(futures, events, started)))
         while self._pending and (self._pending[0].done() or len(self._pending) > self.limit):
-            await self._pending.popleft()
+            # shielded: an agent cancelled while it waits must not cancel the batch's acks
+            await asyncio.shield(self._pending.popleft())
 
     @staticmethod
     def _spawn(coro: Any) -> asyncio.Future[None]:

@@ -85,3 +85,19 @@ def test_a_failed_delivery_crashes_the_worker_and_acks_nothing_of_its_batch() ->
         assert h.acked == [] and len(h.crashed) == 1
 
     asyncio.run(scenario())
+
+
+def test_an_agent_cancelled_while_waiting_does_not_cancel_the_acks_of_its_batches() -> None:
+    async def scenario() -> None:
+        h = Harness(limit=1)
+        await h.in_flight.send(StepResult(), ["a"])
+        waiting = asyncio.ensure_future(h.in_flight.send(StepResult(), ["b"]))
+        await settle()
+        waiting.cancel()   # Faust stopping the agent
+        await settle()
+        for delivery in h.deliveries:
+            delivery.set_result(None)
+        await settle()
+        assert sorted(h.acked) == ["a", "b"], "both batches were delivered: both must be acked"
+
+    asyncio.run(scenario())
