@@ -22,7 +22,7 @@ from museflow.kafka.acls import apply_rules, platform_rules, tenant_rules
 from museflow.kafka.broker import BrokerInstance, LocalKafka
 from museflow.kafka.clients import make_consumer
 from museflow.supervise import WorkerProcess
-from tests.integration.test_faults import Traffic, _deploy, settled
+from tests.integration.test_faults import Accounting, Traffic, _deploy, settled
 
 PASSWORDS = {"museflow": "platform-Pa55", "acme-bank": "acme-Pa55", "globex-pay": "globex-Pa55"}
 
@@ -95,6 +95,25 @@ def admin_settings(inst: BrokerInstance, tmp_path: Path) -> Settings:
                     broker_session_timeout_seconds=6.0)
 
 
+def score_as(platform: Settings, admin: Settings, demo_models: dict[str, Path], tmp_path: Path,
+             roles: tuple[str, ...], n: int, name: str, isolation: str = "read_uncommitted") -> Accounting:
+    """Deploy and run a worker as the platform principal; every event must come out, with no
+    authorization error anywhere in the worker's log. Accounted by the administrator."""
+    _deploy(platform, demo_models)
+    worker = WorkerProcess(platform, roles=roles, log_path=tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready(120)
+        summary = Traffic(platform, n, rate=300, seed=71, bad_fraction=0.02).join()
+        acc = settled(admin, summary, timeout=120, isolation=isolation)
+        print(f"\n{acc.line(name)}")
+        assert acc.lost == 0 and len(acc.scored) == summary.good
+        assert worker.alive(), worker.log_tail()
+    finally:
+        worker.stop()
+    assert "AUTHORIZATION_FAILED" not in worker.log_path.read_text(errors="replace")
+    return acc
+
+
 def test_documented_acls_run_the_platform_and_confine_each_tenant_to_its_own_topic(
         acl_broker: BrokerInstance, demo_models: dict[str, Path], tmp_path: Path) -> None:
     admin = admin_settings(acl_broker, tmp_path)
@@ -108,18 +127,7 @@ def test_documented_acls_run_the_platform_and_confine_each_tenant_to_its_own_top
     apply_rules(admin, tenant_rules(admin, "acme-bank"))
     apply_rules(admin, tenant_rules(admin, "globex-pay"))
 
-    _deploy(platform, demo_models)
-    worker = WorkerProcess(platform, roles=("all",), log_path=tmp_path / "worker.log").start()
-    try:
-        worker.wait_ready(120)
-        summary = Traffic(platform, 600, rate=300, seed=71, bad_fraction=0.02).join()
-        acc = settled(admin, summary, timeout=120)
-        print(f"\n{acc.line('platform principal under ACLs')}")
-        assert acc.lost == 0 and len(acc.scored) == summary.good
-        assert worker.alive(), worker.log_tail()
-    finally:
-        worker.stop()
-    assert "AUTHORIZATION_FAILED" not in worker.log_path.read_text(errors="replace")
+    acc = score_as(platform, admin, demo_models, tmp_path, ("all",), 600, "platform principal under ACLs")
 
     acme_scored = sum(1 for r in acc.records if r["tenant"] == "acme-bank")
     assert acme_scored > 0
@@ -153,15 +161,6 @@ def test_exactly_once_workers_need_only_the_documented_transactional_id_acl(
     rules = platform_rules(platform, "User:museflow")
     assert any(rule.resource == "transactional-id" for rule in rules)
     apply_rules(admin, rules)
-    _deploy(platform, demo_models)
-    worker = WorkerProcess(platform, roles=("router", "scorer"), log_path=tmp_path / "worker.log").start()
-    try:
-        worker.wait_ready(120)
-        summary = Traffic(platform, 400, rate=200, seed=72, bad_fraction=0.02).join()
-        acc = settled(admin, summary, timeout=120, isolation="read_committed")
-        print(f"\n{acc.line('exactly-once platform principal under ACLs')}")
-        assert acc.lost == 0 and acc.duplicates == 0 and len(acc.scored) == summary.good
-        assert worker.alive(), worker.log_tail()
-    finally:
-        worker.stop()
-    assert "AUTHORIZATION_FAILED" not in worker.log_path.read_text(errors="replace")
+    acc = score_as(platform, admin, demo_models, tmp_path, ("router", "scorer"), 400,
+                   "exactly-once platform principal under ACLs", isolation="read_committed")
+    assert acc.duplicates == 0
