@@ -11,7 +11,9 @@ The broker is ``--bootstrap``, else ``MUSEFLOW_TEST_BOOTSTRAP``, else a LocalKaf
 Topology (every scenario, its own topic prefix): ``events -> model topic -> tenant topic``, six
 partitions each. museflow runs ``museflow worker --roles router,scorer`` subprocesses with the
 demo models (fraud-cnp@1 for card-not-present, ato@1 for account-takeover, fraud-cnp@2 in
-shadow on one route) for 3 tenants x 2 intents; it also writes the score log.
+shadow on one route) for 3 tenants x 2 intents; it also writes the score log. The ``eos``
+scenario runs the same worker in exactly-once mode (one Kafka transaction per batch) and counts
+what a ``read_committed`` tenant would receive.
 
 Throughput is the drain rate of a pre-loaded backlog: the events are in Kafka before the worker
 starts, so no producer competes for the two cores while it is measured, and a drain is the
@@ -44,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -195,6 +197,26 @@ class Outputs:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class CommittedOutputs(Outputs):
+    """Messages a ``read_committed`` reader of the tenant topics has received so far.
+
+    High watermarks would count transaction markers (one per partition per transaction) and
+    output of transactions not yet committed, so exactly-once runs are counted by reading.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.consumer = Consumer({**settings.librdkafka_config(), "group.id": "bench-outputs-reader",
+                                  "isolation.level": "read_committed", "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(settings.topics.scores(t), p, OFFSET_BEGINNING)
+                              for t in TENANTS for p in range(settings.partitions)])
+        self.received = 0
+
+    def count(self) -> int:
+        while batch := self.consumer.consume(10_000, timeout=0.05):
+            self.received += sum(1 for m in batch if m.error() is None)
+        return self.received
 
 
 class Resources:
@@ -379,21 +401,23 @@ def _workers(settings: Settings, workdir: Path, n: int) -> list[WorkerProcess]:
 
 
 def run_museflow(base: Settings, workdir: Path, specs: Sequence[Path], load: Load, plan: Plan,
-                 workers: int) -> Throughput:
-    """Drain rate of museflow workers over a pre-loaded backlog."""
-    settings = scenario_settings(base, f"mf{workers}", workdir)
+                 workers: int, exactly_once: bool = False) -> Throughput:
+    """Drain rate of museflow workers over a pre-loaded backlog (optionally in exactly-once mode)."""
+    settings = scenario_settings(base, f"mf{workers}{'eos' if exactly_once else ''}", workdir)
+    if exactly_once:
+        settings = settings.replace(processing_guarantee="exactly_once", instance_id="bench")
     deploy(settings, specs)
     backlog = plan.backlog["museflow"]
     load.preload(settings, backlog)
     procs = _workers(settings, workdir, workers)
-    outputs = Outputs(settings)
+    outputs = CommittedOutputs(settings) if exactly_once else Outputs(settings)
     try:
         for w in procs:
             w.start()
         res = Resources([w.proc.pid for w in procs if w.proc is not None])
         for w in procs:
             w.wait_ready(120)
-        return measure_drain("museflow", workers, outputs, res, backlog,
+        return measure_drain("museflow-eos" if exactly_once else "museflow", workers, outputs, res, backlog,
                              plan.window_s, all_emitting=lambda: workers == 1 or all(_events_in(w) > 0 for w in procs),
                              alive=lambda: all(w.alive() for w in procs))
     finally:
@@ -457,6 +481,7 @@ def run_baseline(kind: str, base: Settings, workdir: Path, models_dir: Path, loa
 
 BASELINE_LABELS = {
     "museflow": "museflow",
+    "museflow-eos": "museflow, exactly-once",
     "passthrough": "Faust passthrough",
     "naive": "naive Faust scorer",
     "confluent": "confluent-kafka loop",
@@ -472,6 +497,8 @@ def ratios(run: Run) -> None:
                 run.ratios[f"museflow / {kind}"] = mf / by[(kind, 1)]
         if by.get(("museflow", 2)):
             run.ratios["museflow 2 workers / 1 worker"] = by[("museflow", 2)] / mf
+        if by.get(("museflow-eos", 1)):
+            run.ratios["museflow exactly-once / at-least-once"] = by[("museflow-eos", 1)] / mf
     at_1000 = [lat for lat in run.latency if lat.offered == 1000 and lat.config == "default"]
     tuned = [lat for lat in run.latency if lat.offered == 1000 and lat.config != "default"]
     if tuned:
@@ -497,7 +524,7 @@ def report(run: Run) -> None:
     for t in run.throughput:
         if t.name == "museflow" and t.workers == 1:
             rel = "1.00"
-        elif t.name == "museflow":
+        elif t.name.startswith("museflow"):
             rel = f"{t.rate / mf:.2f}" if mf else ""
         else:
             rel = f"{mf / t.rate:.2f}" if mf else ""
@@ -562,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> Run:
     mode.add_argument("--quick", action="store_const", dest="mode", const="quick")
     mode.add_argument("--smoke", action="store_const", dest="mode", const="smoke")
     parser.add_argument("--bootstrap", help="use this broker (default: MUSEFLOW_TEST_BOOTSTRAP, else start one)")
-    parser.add_argument("--only", default="museflow,latency,tuned,museflow2,passthrough,naive,confluent",
+    parser.add_argument("--only", default="museflow,latency,tuned,museflow2,eos,passthrough,naive,confluent",
                         help="comma list of scenarios to run")
     parser.add_argument("--out", type=Path, help="JSON result path (default bench/results/<timestamp>.json)")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
@@ -601,6 +628,9 @@ def main(argv: Sequence[str] | None = None) -> Run:
                 step(f"museflow, 1 worker{tag}", lambda: run_museflow(base, workdir, specs, load, plan, 1))
             if "museflow2" in only and plan.two_workers:
                 step(f"museflow, 2 workers{tag}", lambda: run_museflow(base, workdir, specs, load, plan, 2))
+            if "eos" in only:
+                step(f"museflow, 1 worker, exactly-once{tag}",
+                     lambda: run_museflow(base, workdir, specs, load, plan, 1, exactly_once=True))
             for kind in ("passthrough", "naive", "confluent"):
                 if kind in only:
                     step(f"baseline: {kind}{tag}",
