@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from museflow.config import Settings
-from museflow.errors import KafkaError
+from museflow.errors import ConfigError, KafkaError
 from museflow.routing import validate_name
 
 __all__ = ["AclRule", "apply_rules", "kafka_acls_commands", "platform_rules", "tenant_rules"]
@@ -44,6 +44,10 @@ def tenant_rules(settings: Settings, tenant: str, *, principal: str | None = Non
     platform's ingest principal does). Write does not let it read anyone's events.
     """
     validate_name("tenant", tenant)
+    if f"{settings.app_id}-".startswith(f"{tenant}-"):
+        raise ConfigError(f"tenant {tenant!r}: its consumer groups ({tenant}-*) would include the platform's "
+                          f"({settings.app_id}-*), letting it join or reset them; rename the tenant or "
+                          "run museflow under another MUSEFLOW_APP_ID")
     who = principal or f"User:{tenant}"
     rules = [
         AclRule(who, "topic", settings.topics.scores(tenant), ("Read", "Describe")),

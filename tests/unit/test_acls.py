@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from museflow.cli.acls import acls_command
 from museflow.config import Settings
-from museflow.errors import RouteError
+from museflow.errors import ConfigError, RouteError
 from museflow.kafka.acls import AclRule, kafka_acls_commands, platform_rules, tenant_rules
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -31,6 +31,13 @@ def test_a_tenant_reads_its_own_topic_with_its_own_groups_and_nothing_else() -> 
 def test_a_tenant_name_that_could_widen_the_grant_is_refused(evil: str) -> None:
     with pytest.raises(RouteError):
         tenant_rules(Settings(), evil)
+
+
+@pytest.mark.parametrize(("app_id", "tenant"), [("museflow", "museflow"), ("scores-prod", "scores")])
+def test_a_tenant_whose_groups_would_cover_the_platforms_is_refused(app_id: str, tenant: str) -> None:
+    with pytest.raises(ConfigError, match="platform"):
+        tenant_rules(Settings(app_id=app_id), tenant)
+    assert tenant_rules(Settings(app_id=app_id), f"{tenant}x")  # a longer name is its own namespace
 
 
 def test_the_platform_gets_transactional_ids_only_in_exactly_once_mode() -> None:
