@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,13 @@ class RevokeCommittingConsumer(aiokafka_driver.Consumer):
                 self._acked_index.pop(tp, None)
                 self._read_offset.pop(tp, None)
                 self._committed_offset.pop(tp, None)
+
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        """Subscribe, unless this worker has no Faust agents (a hot-roles-only worker): then stay out."""
+        wanted = list(topics)
+        if wanted:
+            await super().subscribe(wanted)
 
 
 class _Transport(aiokafka_driver.Transport):
@@ -109,11 +117,14 @@ def create_app(settings: Settings, *, app_id: str | None = None) -> faust.App:
     return app
 
 
-def run_worker(app: faust.App, *, loglevel: str = "warn") -> None:
-    """Run ``app`` as a Faust worker in this process until it is stopped (SIGTERM / Ctrl-C)."""
+def run_worker(app: faust.App, *services: Service, loglevel: str = "warn") -> None:
+    """Run ``app`` and ``services`` as a Faust worker in this process until it is stopped (SIGTERM / Ctrl-C).
+
+    A crashed service stops the worker and exits the process with status 1.
+    """
     from faust.worker import Worker
 
-    worker = Worker(app, loglevel=loglevel, quiet=True)
+    worker = Worker(app, *services, loglevel=loglevel, quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record:
     # aiokafka then formats a debug record per produced message (a third of send's time).
     worker.spinner = None

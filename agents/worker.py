@@ -6,32 +6,29 @@ Deployment per role. Roles scale by partitions and consumer groups: Kafka is the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-import os
-import signal
-import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import faust
 
 from agents.app import create_app, run_worker
 from agents.context import ROLES, WorkerContext
-from agents.transactional import TRANSACTIONAL_ROLES, build_loops, start_loops
+from agents.hot import HOT_ROLES, HotLoops, build_loops
 from museflow.config import Settings
-from museflow.errors import ConfigError, KafkaError
+from museflow.errors import ConfigError
 from museflow.http_server import start_http_server
 from museflow.kafka.admin import ensure_topics
 from museflow.routing import ModelRef, Route
 from museflow.topics import core_topics, model_topic, tenant_topic
 
-__all__ = ["build_worker", "deployed_model_names", "group_id", "parse_roles", "run"]
+__all__ = ["build_worker", "group_id", "parse_roles", "run"]
 
 log = logging.getLogger(__name__)
 
-_ROLE_MODULES = {"router": "agents.router", "scorer": "agents.scorer", "refit": "agents.refit",
-                 "label-join": "agents.label_join", "lag": "agents.lag"}
+_ROLE_MODULES = {"refit": "agents.refit", "label-join": "agents.label_join", "lag": "agents.lag"}
 
 
 def parse_roles(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -58,15 +55,6 @@ def _ensure_topics_for(settings: Settings) -> Any:
     return listener
 
 
-def deployed_model_names(settings: Settings) -> list[str]:
-    """Names of the models with a deployment record (what a scorer without --models consumes)."""
-    from museflow.kafka.control import control_decoder, load_control_state
-    from museflow.kafka.schema_registry import serdes_from_settings
-
-    state = load_control_state(settings, control_decoder(settings, serdes_from_settings(settings)))
-    return sorted({ref.name for ref in state.deployments})
-
-
 def group_id(settings: Settings, roles: Sequence[str], models: Collection[str] | None = None) -> str:
     """The consumer group (Faust app id) of a worker running ``roles``.
 
@@ -85,15 +73,15 @@ def group_id(settings: Settings, roles: Sequence[str], models: Collection[str] |
 
 
 def build_worker(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str] | None = None, *,
-                 group: str | None = None) -> tuple[faust.App, WorkerContext]:
-    """The Faust app with the given roles registered, and the context they share (not started)."""
+                 group: str | None = None) -> tuple[faust.App, WorkerContext, HotLoops]:
+    """The Faust app with the side roles registered, the hot loops it hosts, and their shared context."""
     ctx = WorkerContext(settings, tuple(roles), frozenset(models) if models else None)
     ctx.state.on_change.append(_ensure_topics_for(settings))
     app = create_app(settings.replace(processing_guarantee="at_least_once") if settings.exactly_once else settings,
                      app_id=group or group_id(settings, roles, models))
     for role in ctx.roles:
-        if settings.exactly_once and role in TRANSACTIONAL_ROLES:
-            continue  # run as Kafka-transactional loops instead (agents/transactional.py says why)
+        if role in HOT_ROLES:
+            continue
         module = importlib.import_module(_ROLE_MODULES[role])
         if role == "lag":
             module.register(app, settings, ctx.metrics)
@@ -103,7 +91,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = ROLES, models: Colle
             ctx.ready_roles.add(role)
         else:
             module.register(app, ctx)
-    return app, ctx
+    return app, ctx, HotLoops(build_loops(ctx))
 
 
 def _watch_thresholds(ctx: WorkerContext) -> Any:
@@ -133,51 +121,33 @@ def _run_lag_only(settings: Settings, ctx: WorkerContext, interval: float = 5.0)
 
 def run(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str] | None = None,
         loglevel: str = "warn") -> None:
-    """Provision topics, start the control plane and metrics endpoint, then run until stopped."""
+    """Provision topics, start the control plane and metrics endpoint, then run until stopped.
+
+    A failed hot loop crashes the worker: this raises (the CLI exits non-zero).
+    """
+    settings = settings.replace(log_level=loglevel)
     ensure_topics(settings, core_topics(settings))
-    group = group_id(settings, roles, models)  # before discovery: a group id must not follow deployments
-    if "scorer" in roles and not models:
-        models = deployed_model_names(settings)
-        log.warning("scorer serves the models deployed now: %s", ", ".join(models) or "none")
-    lag_only = tuple(roles) == ("lag",)
-    if lag_only:
-        app, ctx = None, WorkerContext(settings, ("lag",), None)
-    else:
-        app, ctx = build_worker(settings, roles, models, group=group)
+    if tuple(roles) == ("lag",):
+        ctx = WorkerContext(settings, ("lag",), None)
+        with _serving(settings, ctx):
+            _run_lag_only(settings, ctx)
+        return
+    app, ctx, hot = build_worker(settings, roles, models)
+    with _serving(settings, ctx):
+        run_worker(app, hot, loglevel=loglevel)
+
+
+@contextlib.contextmanager
+def _serving(settings: Settings, ctx: WorkerContext) -> Iterator[None]:
+    """The metrics endpoint and the control follower, for as long as the worker runs."""
     server = None
     if settings.metrics_enabled:
         server = start_http_server(ctx.metrics.registry, settings.metrics_port, ready=ctx.ready)
         log.warning("metrics on %s/metrics", server.url)
     ctx.follower.start()
-    stop, failures = threading.Event(), []
     try:
-        if app is None:
-            _run_lag_only(settings, ctx)
-            return
-        # ---- exactly-once mode: router and scorer as transactional loops (begin) ----
-        loops = build_loops(ctx) if settings.exactly_once else []
-        if loops:
-            def failed(exc: BaseException) -> None:
-                failures.append(exc)
-                stop.set()
-                os.kill(os.getpid(), signal.SIGTERM)
-            threads = start_loops(loops, stop, failed)
-            if not set(ctx.roles) - set(TRANSACTIONAL_ROLES):
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, lambda *_: stop.set())
-                stop.wait()
-            else:
-                run_worker(app, loglevel=loglevel)
-            stop.set()
-            for thread in threads:
-                thread.join(30)
-            if failures:
-                raise KafkaError(f"an exactly-once loop stopped: {failures[0]}") from failures[0]
-            return
-        # ---- exactly-once mode (end) ----
-        run_worker(app, loglevel=loglevel)
+        yield
     finally:
-        stop.set()
         ctx.follower.stop()
         if server is not None:
             server.stop()

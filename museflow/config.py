@@ -9,6 +9,7 @@ here, once, into librdkafka's dotted keys (confluent-kafka) and aiokafka's keywo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,7 @@ ENV_PREFIX = "MUSEFLOW_"
 _GUARANTEES = ("at_least_once", "exactly_once")
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SYSLOG_LEVELS = {"debug": 7, "info": 6, "warn": 4, "warning": 4, "error": 3, "critical": 2}
 _SECRET_FIELDS = frozenset({"sasl_password", "schema_registry_password"})
 
 
@@ -110,11 +112,13 @@ class Settings:
     are ``<app_id>-<role>-<instance_id>``, so a restarted instance fences its crashed predecessor at once."""
     transaction_timeout_seconds: float = 10.0
     batch_size: int = 500
-    batch_window_seconds: float = 0.05
+    batch_window_seconds: float = 0.001
+    """After a batch's first message, how long the loop waits for more (adaptive: it takes what is
+    already fetched, up to ``batch_size``). Under load batches fill at once; at low rates they stay small."""
     producer_linger_seconds: float = 0.005
     batches_in_flight: int = 8
-    """Batches an agent may have produced but not yet seen acknowledged; their events are committed
-    only once acknowledged. 1 = wait for every batch's acks before taking the next."""
+    """Batches a hot loop may have produced but not yet seen acknowledged (at-least-once); their events
+    are committed only once they and every earlier batch are acknowledged. 1 = wait for each batch's acks."""
     broker_session_timeout_seconds: float = 10.0
 
     refit_interval_seconds: float = 15.0
@@ -223,6 +227,9 @@ class Settings:
             conf["ssl.certificate.location"] = self.ssl_certfile
         if self.ssl_keyfile:
             conf["ssl.key.location"] = self.ssl_keyfile
+        # librdkafka logs through Python logging (never raw lines on the terminal), at the worker's level.
+        conf["logger"] = logging.getLogger("museflow.librdkafka")
+        conf["log_level"] = _SYSLOG_LEVELS.get(self.log_level.lower(), 4)
         return conf
 
     def faust_broker_options(self) -> dict[str, Any]:

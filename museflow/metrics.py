@@ -89,7 +89,12 @@ class PipelineMetrics:
             "museflow_score_drift_js", "Jensen-Shannon divergence of recent mapped scores against the reference.",
             ["tenant"], registry=r)
         self.rebalances = Counter(
-            "museflow_rebalances_total", "Consumer group rebalances this worker went through.", registry=r)
+            "museflow_rebalances_total", "Partition assignments the hot loops of this worker received.",
+            ["role"], registry=r)
+        self.transactions_aborted = Counter(
+            "museflow_transactions_aborted_total",
+            "Exactly-once batches whose transaction was aborted (their events are processed again).",
+            ["role"], registry=r)
         self.worker_up = Gauge(
             "museflow_worker_ready", "1 once the worker has joined its group and loaded its models.",
             ["role"], registry=r)

@@ -1,4 +1,4 @@
-"""The router and scorer steps as pure functions over batches (the Faust agents call these).
+"""The router and scorer steps as pure functions over batches (the hot loop calls these).
 
 The router stamps every forwarded event with the decision it made (route version, serving
 model version and role, shadow model versions) in message headers, so the scorer applies
@@ -30,6 +30,7 @@ __all__ = [
     "H_SERVE",
     "H_SHADOW",
     "DeadLetterRequest",
+    "FusedStep",
     "InMessage",
     "OutMessage",
     "RouterStep",
@@ -75,11 +76,16 @@ class DeadLetterRequest:
 
 @dataclass
 class StepResult:
-    """What a step produced from one batch."""
+    """What a step produced from one batch.
+
+    ``in_place`` holds the forwards a router kept for its own worker's scorer (fused mode):
+    the message exactly as it would have gone to the model topic, and its decoded event.
+    """
 
     out: list[OutMessage] = field(default_factory=list)
     dead: list[DeadLetterRequest] = field(default_factory=list)
     primary: int = 0
+    in_place: list[tuple[InMessage, Mapping[str, Any]]] = field(default_factory=list)
 
 
 def _entity_key(event: Mapping[str, Any], fallback: bytes | None) -> bytes:
@@ -109,7 +115,8 @@ class RouterStep:
         return topic
 
     def run(self, messages: Sequence[InMessage], decoded: Sequence[Mapping[str, Any] | Exception],
-            now_ms: int | None = None) -> StepResult:
+            now_ms: int | None = None, *, in_place: Callable[[str], bool] | None = None) -> StepResult:
+        """Route a batch; forwards to a model for which ``in_place(model)`` holds go to ``result.in_place``."""
         result = StepResult()
         metrics = self.state.metrics
         routes = self.state.routes
@@ -146,17 +153,56 @@ class RouterStep:
             headers = (*base, (H_SERVE, str(decision.serve).encode()), (H_ROLE, decision.role.encode()),
                        (H_SHADOW, ",".join(map(str, same)).encode()))
             value = message.value or b""
-            result.out.append(OutMessage(self._model_topic(decision.serve.name), key, value, headers))
-            result.primary += 1
-            metrics.child(metrics.events_routed, tenant, intent, decision.serve.name).inc()
+            serve = decision.serve.name
+            if in_place is not None and in_place(serve):
+                result.in_place.append((_forwarded(message, key, headers), event))
+            else:
+                result.out.append(OutMessage(self._model_topic(serve), key, value, headers))
+                result.primary += 1
+            metrics.child(metrics.events_routed, tenant, intent, serve).inc()
             others: dict[str, list[ModelRef]] = defaultdict(list)
             for shadow in decision.shadows:
-                if shadow.name != decision.serve.name:
+                if shadow.name != serve:
                     others[shadow.name].append(shadow)
             for model, refs in others.items():
-                result.out.append(OutMessage(self._model_topic(model), key, value, (
-                    *base, (H_SERVE, b""), (H_ROLE, b"shadow"), (H_SHADOW, ",".join(map(str, refs)).encode()))))
+                shadow_headers = (*base, (H_SERVE, b""), (H_ROLE, b"shadow"),
+                                  (H_SHADOW, ",".join(map(str, refs)).encode()))
+                if in_place is not None and in_place(model):
+                    result.in_place.append((_forwarded(message, key, shadow_headers), event))
+                else:
+                    result.out.append(OutMessage(self._model_topic(model), key, value, shadow_headers))
         return result
+
+
+def _forwarded(message: InMessage, key: bytes, headers: tuple[tuple[str, bytes], ...]) -> InMessage:
+    """The message a scorer would have consumed from the model topic (source coordinates kept)."""
+    return InMessage(key, message.value, message.topic, message.partition, message.offset,
+                     message.timestamp_ms, dict(headers))
+
+
+class FusedStep:
+    """Router and scorer in one pass: events whose model this worker serves are scored in place.
+
+    The same records come out as from a split deployment (router -> model topic -> scorer),
+    without the model-topic hop; forwards to models served elsewhere still go to their topics.
+    ``before_score`` sees the in-place messages first (the worker waits there for a model that
+    is still loading).
+    """
+
+    def __init__(self, router: RouterStep, scorer: ScorerStep, serves: Callable[[str], bool],
+                 before_score: Callable[[Sequence[InMessage]], None] | None = None) -> None:
+        self.router, self.scorer, self.serves, self.before_score = router, scorer, serves, before_score
+
+    def run(self, messages: Sequence[InMessage], decoded: Sequence[Mapping[str, Any] | Exception]) -> StepResult:
+        routed = self.router.run(messages, decoded, in_place=self.serves)
+        if not routed.in_place:
+            return routed
+        local = [m for m, _ in routed.in_place]
+        if self.before_score is not None:
+            self.before_score(local)
+        scored = self.scorer.run(local, [e for _, e in routed.in_place])
+        return StepResult(out=routed.out + scored.out, dead=routed.dead + scored.dead,
+                          primary=routed.primary + scored.primary)
 
 
 @dataclass

@@ -42,9 +42,14 @@ class DeliveryReport:
 
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
-    """An idempotent ``acks=all`` producer; ``overrides`` are librdkafka keys."""
+    """An idempotent ``acks=all`` producer; ``overrides`` are librdkafka keys.
+
+    Keys are placed by the Java client's murmur2 partitioner (librdkafka's default is
+    ``consistent_random``), so a key lands on the same partition whichever client wrote it.
+    """
     conf = {
         **settings.librdkafka_config(),
+        "partitioner": "murmur2_random",
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": max(1, int(settings.producer_linger_seconds * 1000)),

@@ -1,4 +1,4 @@
-"""museflow's exactly-once loop forwarding SRC to DST, able to stop dead inside an open transaction.
+"""museflow's batch loop (exactly-once) forwarding SRC to DST, able to stop dead inside an open transaction.
 
 Run as ``python transactional_hold_app.py SRC DST MARKER HOLD_AT`` with MUSEFLOW_* settings in the
 environment. Values starting with ``bad`` become dead letters, everything else is forwarded
@@ -19,12 +19,12 @@ from typing import Any
 
 from museflow.config import Settings
 from museflow.deadletter import DeadLetterReason, DeadLetterWriter
-from museflow.kafka import transactional
+from museflow.kafka import loop as batch_loop
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.pipeline import DeadLetterRequest, InMessage, OutMessage, StepResult
 
 source, target, marker, hold_at = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
-settings = Settings.from_env()
+settings = Settings.from_env(processing_guarantee="exactly_once")
 last_batch = processed = 0
 
 
@@ -48,8 +48,8 @@ class HoldingProducer:
         self.real.send_offsets_to_transaction(*args)
 
 
-make_producer = transactional.make_producer
-transactional.make_producer = lambda *a, **kw: HoldingProducer(make_producer(*a, **kw))  # type: ignore[assignment]
+make_producer = batch_loop.make_producer
+batch_loop.make_producer = lambda *a, **kw: HoldingProducer(make_producer(*a, **kw))  # type: ignore[assignment]
 
 
 def forward(messages: list[InMessage]) -> StepResult:
@@ -66,7 +66,7 @@ def forward(messages: list[InMessage]) -> StepResult:
 
 
 letters = DeadLetterWriter(settings.topics.dlq, serde=serdes_from_settings(settings).dead_letters, stage="forward")
-loop = transactional.TransactionalLoop(settings, "forward", [source], forward, letters)
+loop = batch_loop.BatchLoop(settings, "forward", [source], forward, letters, group_id=f"{settings.app_id}-forward")
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 loop.run(stop)

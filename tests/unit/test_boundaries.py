@@ -13,7 +13,9 @@ BOUNDED = ("museflow/kafka/", "museflow/cli/")
 
 
 def python_files(*dirs: str) -> list[Path]:
-    return sorted(p for d in dirs for p in (ROOT / d).rglob("*.py"))
+    """The project's sources under ``dirs`` (hidden folders such as a benchmark's scratch venv skipped)."""
+    return sorted(p for d in dirs for p in (ROOT / d).rglob("*.py")
+                  if not any(part.startswith(".") for part in p.relative_to(ROOT / d).parts))
 
 
 def imported_roots(path: Path) -> set[str]:

@@ -1,0 +1,247 @@
+"""The batch loop on a fake librdkafka: ordered commits, failures, adaptive batches, revokes, no broker."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from museflow.config import Settings
+from museflow.deadletter import DeadLetterWriter
+from museflow.kafka import loop as batch_loop
+from museflow.kafka.loop import BatchLoop, DeliveryFailed
+from museflow.pipeline import DeadLetterRequest, InMessage, OutMessage, StepResult
+
+TOPIC = "in"
+
+
+class FakeMessage:
+    def __init__(self, partition: int, offset: int, value: bytes, topic: str = TOPIC) -> None:
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+
+class FakeConsumer:
+    """Serves ``fetches`` (lists of messages already fetched) one per poll; records commits."""
+
+    def __init__(self, fetches: list[list[FakeMessage]], stop: threading.Event) -> None:
+        self.fetches = deque(fetches)
+        self.buffer: deque[FakeMessage] = deque()
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.stop = stop
+        self.on_revoke: Callable[..., None] | None = None
+        self.closed = False
+
+    def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None) -> None:
+        self.on_revoke = on_revoke
+
+    def poll(self, timeout: float) -> FakeMessage | None:
+        if not self.buffer and self.fetches:
+            self.buffer.extend(self.fetches.popleft())
+        if not self.buffer:
+            self.stop.set()
+            return None
+        return self.buffer.popleft()
+
+    def consume(self, n: int, timeout: float) -> list[FakeMessage]:
+        taken = []
+        while self.buffer and len(taken) < n:
+            taken.append(self.buffer.popleft())
+        return taken
+
+    def commit(self, offsets: list[Any], asynchronous: bool = True) -> None:
+        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+    def close(self) -> None:
+        self.closed = True
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        merged: dict[tuple[str, int], int] = {}
+        for commit in self.commits:
+            for key, offset in commit.items():
+                assert offset >= merged.get(key, 0), f"commit went backwards on {key}"
+                merged[key] = offset
+        return merged
+
+
+class FakeError:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FakeProducer:
+    """Acknowledges deliveries on poll; ``refuse`` fails a value for good, reported ``refuse_after`` polls late."""
+
+    def __init__(self, refuse: set[bytes] | None = None, hold: int = 0, refuse_after: int = 0) -> None:
+        self.queue: deque[tuple[Any, bytes, str]] = deque()
+        self.refuse = refuse or set()
+        self.hold = hold  # deliveries kept pending on each poll (acks arrive late)
+        self.refuse_after = refuse_after
+        self.late: list[tuple[int, Any, bytes, str]] = []
+        self.polls = 0
+        self.delivered: list[bytes] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None,
+                on_delivery: Any = None) -> None:
+        self.queue.append((on_delivery, value, topic))
+
+    def poll(self, timeout: float = 0) -> int:
+        self.polls += 1
+        served = 0
+        for due, callback, value, topic in [entry for entry in self.late if entry[0] <= self.polls]:
+            self.late.remove((due, callback, value, topic))
+            callback(FakeError("MSG_SIZE_TOO_LARGE"), FakeMessage(0, 0, value, topic))
+            served += 1
+        while len(self.queue) > self.hold:
+            callback, value, topic = self.queue.popleft()
+            if value in self.refuse:
+                self.late.append((self.polls + self.refuse_after, callback, value, topic))
+                continue
+            self.delivered.append(value)
+            callback(None, FakeMessage(0, 0, value, topic))
+            served += 1
+        return served
+
+    def flush(self, timeout: float = 0) -> int:
+        self.hold = 0
+        self.polls += 10**6
+        self.poll()
+        return 0
+
+
+def forward(messages: list[InMessage]) -> StepResult:
+    result = StepResult()
+    for m in messages:
+        if m.value == b"raise":
+            raise RuntimeError("a bug in a step")
+        if (m.value or b"").startswith(b"bad"):
+            result.dead.append(DeadLetterRequest(m, "invalid_event", "bad"))
+        else:
+            result.out.append(OutMessage("out", m.key, m.value or b""))
+    return result
+
+
+@pytest.fixture
+def run_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[FakeConsumer, FakeProducer, list[int]]]]:
+    def run(fetches: list[list[FakeMessage]], producer: FakeProducer | None = None,
+            process: Callable[[list[InMessage]], StepResult] = forward, **settings: Any
+            ) -> tuple[FakeConsumer, FakeProducer, list[int]]:
+        stop = threading.Event()
+        consumer = FakeConsumer(fetches, stop)
+        producer = producer or FakeProducer()
+        monkeypatch.setattr(batch_loop, "make_consumer", lambda *a, **kw: consumer)
+        monkeypatch.setattr(batch_loop, "make_producer", lambda *a, **kw: producer)
+        sizes: list[int] = []
+
+        def counted(messages: list[InMessage]) -> StepResult:
+            sizes.append(len(messages))
+            return process(messages)
+
+        loop = BatchLoop(Settings(**settings), "test", [TOPIC], counted, DeadLetterWriter("dlq"), group_id="g")
+        loop.run(stop)
+        return consumer, producer, sizes
+    yield run
+
+
+def msgs(partition: int, first: int, n: int, value: Callable[[int], bytes] = lambda i: b"v%d" % i
+         ) -> list[FakeMessage]:
+    return [FakeMessage(partition, o, value(o)) for o in range(first, first + n)]
+
+
+def test_batches_take_what_is_fetched_up_to_the_batch_size(run_loop: Any) -> None:
+    consumer, producer, sizes = run_loop([msgs(0, 0, 3), msgs(0, 3, 1200)], batch_size=500)
+    assert sizes == [3, 500, 500, 200]
+    assert consumer.committed_offsets() == {(TOPIC, 0): 1203}
+    assert len(producer.delivered) == 1203 and consumer.closed
+
+
+def test_late_acks_hold_the_commit_until_every_earlier_batch_is_delivered(run_loop: Any) -> None:
+    producer = FakeProducer(hold=10**6)  # nothing acknowledged until the loop stops and flushes
+    consumer, _, sizes = run_loop([msgs(0, 0, 5), msgs(1, 0, 5), msgs(0, 5, 5)], producer=producer)
+    assert sizes == [5, 5, 5]
+    assert consumer.commits[:-1] == []  # no commit went out while deliveries were pending
+    assert consumer.committed_offsets() == {(TOPIC, 0): 10, (TOPIC, 1): 5}
+
+
+def test_a_refused_delivery_after_later_batches_were_acked_commits_nothing_past_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = threading.Event()
+    consumer = FakeConsumer([msgs(0, 0, 10), msgs(0, 10, 10), msgs(0, 20, 10), msgs(0, 30, 10)], stop)
+    producer = FakeProducer(refuse={b"v15"}, refuse_after=6)  # batch 2's refusal arrives after batches 3, 4 acked
+    monkeypatch.setattr(batch_loop, "make_consumer", lambda *a, **kw: consumer)
+    monkeypatch.setattr(batch_loop, "make_producer", lambda *a, **kw: producer)
+    loop = BatchLoop(Settings(batch_size=10), "test", [TOPIC], forward, DeadLetterWriter("dlq"), group_id="g")
+    with pytest.raises(DeliveryFailed, match="failed for good"):
+        loop.run(stop)
+    assert b"v35" in producer.delivered  # a later batch was acknowledged before the refusal came
+    assert consumer.committed_offsets() == {(TOPIC, 0): 10}  # the batch before; never 20, 30 or 40
+    assert consumer.closed
+
+
+def test_a_step_that_raises_stops_the_loop_with_its_batch_uncommitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = threading.Event()
+    consumer = FakeConsumer([msgs(0, 0, 4), msgs(0, 4, 4, lambda i: b"raise" if i == 6 else b"v%d" % i)], stop)
+    producer = FakeProducer()
+    monkeypatch.setattr(batch_loop, "make_consumer", lambda *a, **kw: consumer)
+    monkeypatch.setattr(batch_loop, "make_producer", lambda *a, **kw: producer)
+    loop = BatchLoop(Settings(), "test", [TOPIC], forward, DeadLetterWriter("dlq"), group_id="g")
+    with pytest.raises(RuntimeError, match="a bug in a step"):
+        loop.run(stop)
+    assert consumer.committed_offsets().get((TOPIC, 0), 0) <= 4
+    assert consumer.closed
+
+
+def test_dead_letters_are_delivered_and_counted_with_the_batch(run_loop: Any) -> None:
+    consumer, producer, _ = run_loop([msgs(0, 0, 6, lambda i: b"bad" if i % 2 else b"ok%d" % i)])
+    assert len(producer.delivered) == 6  # 3 forwards, 3 dead letters
+    assert consumer.committed_offsets() == {(TOPIC, 0): 6}
+
+
+def test_a_revoke_waits_for_pending_deliveries_and_commits_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = threading.Event()
+    consumer = FakeConsumer([msgs(0, 0, 5), msgs(0, 5, 5)], stop)
+    producer = FakeProducer(hold=10**6)
+    monkeypatch.setattr(batch_loop, "make_consumer", lambda *a, **kw: consumer)
+    monkeypatch.setattr(batch_loop, "make_producer", lambda *a, **kw: producer)
+    revoked: list[dict[tuple[str, int], int]] = []
+
+    def process(messages: list[InMessage]) -> StepResult:
+        if messages[0].offset == 5:  # a rebalance arrives while batch 1 is unacknowledged
+            producer.hold = 0
+            assert consumer.on_revoke is not None
+            consumer.on_revoke(consumer, [])
+            revoked.append(consumer.committed_offsets())
+        return forward(messages)
+
+    BatchLoop(Settings(), "test", [TOPIC], process, DeadLetterWriter("dlq"), group_id="g").run(stop)
+    assert revoked == [{(TOPIC, 0): 5}]
+    assert consumer.committed_offsets() == {(TOPIC, 0): 10}
