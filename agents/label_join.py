@@ -23,6 +23,7 @@ from museflow.deadletter import DeadLetterWriter
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.labeljoin import LabelJoin, LabelMetrics
 from museflow.metrics import PipelineMetrics
+from museflow.scorelog import rows
 
 __all__ = ["DEFAULT_THRESHOLDS", "PUBLISH_INTERVAL_SECONDS", "register"]
 
@@ -85,12 +86,13 @@ def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *,
                 if isinstance(record, Exception):
                     await reject(event, record)
                     continue
-                if not record["served"] or record["score"] is None:
+                if not record["served"]:
                     continue
-                joined = join.add_score(record["event_id"], record["tenant"], float(record["score"]),
-                                        _clamped(_seconds(record["event_time"])), cohort=record["intent"])
-                if joined is not None:
-                    label_metrics.count_join(joined)
+                for row in rows([record]):
+                    joined = join.add_score(row["event_id"], row["tenant"], float(row["score"]),
+                                            _clamped(_seconds(row["event_time"])), cohort=row["intent"])
+                    if joined is not None:
+                        label_metrics.count_join(joined)
 
     @app.agent(app.topic(settings.topics.labels), name=f"{settings.app_id}.label-join-labels")
     async def labels(stream: Any) -> None:

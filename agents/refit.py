@@ -47,7 +47,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
                     log.warning("undecodable score-log record skipped: %s", record)
                     continue
                 key = (record["model"], record["model_version"], record["tenant"], record["intent"])
-                groups[key].append(record["corrected_score"])
+                groups[key].extend(record["corrected_scores"])
             now = time.time()
             r = refitter()
             for (model, version, tenant, intent), scores in groups.items():

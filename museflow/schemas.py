@@ -38,7 +38,7 @@ __all__ = [
 SCHEMA_NAMES: tuple[str, ...] = (
     "TransactionEvent",
     "ScoredEvent",
-    "ScoreLogRecord",
+    "ScoreLogBatch",
     "Label",
     "DeadLetter",
     "Route",

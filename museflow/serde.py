@@ -313,7 +313,7 @@ class Decoded:
 _TOPIC_SCHEMAS = {
     "events": "TransactionEvent",
     "dlq": "DeadLetter",
-    "score-log": "ScoreLogRecord",
+    "score-log": "ScoreLogBatch",
     "labels": "Label",
     "routes": "Route",
     "deployments": "ModelDeployment",
@@ -356,7 +356,7 @@ class Serdes:
 
     @property
     def score_log(self) -> AvroSerde:
-        return self._serdes["ScoreLogRecord"]
+        return self._serdes["ScoreLogBatch"]
 
     @property
     def labels(self) -> AvroSerde:

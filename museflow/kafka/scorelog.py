@@ -12,6 +12,7 @@ from museflow.config import Settings
 from museflow.errors import KafkaError
 from museflow.kafka.clients import make_consumer, topic_end_offsets
 from museflow.kafka.schema_registry import serdes_from_settings
+from museflow.scorelog import rows
 
 __all__ = ["read_score_log"]
 
@@ -19,7 +20,7 @@ __all__ = ["read_score_log"]
 def read_score_log(settings: Settings, *, since_ms: int | None = None, until_ms: int | None = None,
                    where: Callable[[Mapping[str, Any]], bool] | None = None,
                    timeout: float = 120.0) -> list[dict[str, Any]]:
-    """Score-log records appended in [since_ms, until_ms) (broker time), filtered by ``where``."""
+    """Score-log rows (one per score) appended in [since_ms, until_ms) (broker time), filtered by ``where``."""
     return list(_iter(settings, since_ms, until_ms, where, timeout))
 
 
@@ -48,9 +49,9 @@ def _iter(settings: Settings, since_ms: int | None, until_ms: int | None,
                     del remaining[p]
                 if until_ms is not None and msg.timestamp()[1] >= until_ms:
                     continue
-                record = serde.decode(msg.value())
-                if where is None or where(record):
-                    yield record
+                for row in rows([serde.decode(msg.value())]):
+                    if where is None or where(row):
+                        yield row
     except KafkaException as exc:
         raise KafkaError(f"reading {topic} on {settings.bootstrap_servers}: {exc}") from exc
     finally:

@@ -12,6 +12,7 @@ from museflow.config import Settings
 from museflow.kafka.producing import produce_events
 from museflow.loadgen import TransactionGenerator
 from museflow.routing import ModelRef
+from museflow.scorelog import rows
 from museflow.supervise import WorkerProcess
 from tests.integration.conftest import read_records, topic_size, wait_for
 
@@ -46,7 +47,7 @@ def test_twenty_thousand_events_land_once_in_their_own_tenant_topic(
     assert max(seen.values()) == 1
 
     # Shadow scores (fraud-cnp@2 on acme-bank) go to the score log only.
-    log = read_records(settings, settings.topics.score_log, "ScoreLogRecord")
+    log = list(rows(read_records(settings, settings.topics.score_log, "ScoreLogBatch")))
     shadow = [r for r in log if r["role"] == "shadow"]
     acme_cnp = [e for e in good.values() if e["tenant"] == "acme-bank" and e["intent"] == "card-not-present"]
     assert len(shadow) == len(acme_cnp) and {r["model_version"] for r in shadow} == {"2"}

@@ -22,6 +22,7 @@ from museflow.kafka.control import publish_deployment
 from museflow.kafka.producing import event_key, produce_events
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.loadgen import TransactionGenerator
+from museflow.scorelog import rows
 from museflow.supervise import WorkerProcess
 from museflow.topics import core_topics, model_topic
 from tests.integration.conftest import wait_for
@@ -143,8 +144,7 @@ def test_fused_and_split_deployments_emit_the_same_records(
         runs[name] = {r["event_id"]: {k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in acc.records}
         serde = serdes_from_settings(s).score_log
         logs[name] = {}
-        for record in read_topic(s, s.topics.score_log, timeout=60):
-            entry = serde.decode(record.value)
+        for entry in rows(serde.decode(record.value) for record in read_topic(s, s.topics.score_log, timeout=60)):
             logs[name][f"{entry['event_id']}/{entry['model_version']}/{entry['role']}"] = {
                 k: v for k, v in entry.items() if k not in TIMING_FIELDS}
     assert len(runs["fused"]) == 3000 and set(runs["fused"]) == set(runs["split"])

@@ -35,11 +35,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "corrected_score": 0.01, "score": 0.4, "map_version": 7, "reference": "acme-cnp@1",
         "event_time": NOW_MS, "scored_at": NOW_MS + 12, "latency_ms": 12.0, "timings": {"predict": 0.4},
     },
-    "ScoreLogRecord": {
-        "event_id": "e1", "tenant": "acme-bank", "intent": "card-not-present", "model": "fraud-cnp",
-        "model_version": "3", "role": "shadow", "served": False, "raw_score": 0.2, "corrected_score": 0.02,
-        "score": None, "map_version": None, "route_version": 3, "reference": "acme-cnp@1",
-        "event_time": NOW_MS, "scored_at": NOW_MS + 9, "features": {"amount": 12.5},
+    "ScoreLogBatch": {
+        "tenant": "acme-bank", "intent": "card-not-present", "model": "fraud-cnp", "model_version": "3",
+        "role": "shadow", "served": False, "route_version": 3, "map_version": None, "reference": "acme-cnp@1",
+        "scored_at": NOW_MS + 9, "event_ids": ["e1", "e2"], "event_times": [NOW_MS, NOW_MS + 1],
+        "raw_scores": [0.2, 0.3], "corrected_scores": [0.02, 0.03], "scores": [0.5, 0.6],
+        "features": {"amount": [12.5, 7.0]},
     },
     "Label": {"event_id": "e1", "tenant": "acme-bank", "is_fraud": True, "label_time": NOW_MS + 5000,
               "event_time": NOW_MS, "cohort": "web"},
