@@ -52,22 +52,25 @@ class WorkerContext:
         """Readiness: control state caught up and every role started."""
         return self.follower.caught_up and set(self.roles) <= self.ready_roles
 
-    def control_ready(self, role: str) -> bool:
-        """True, and ``role`` marked ready, once the control topics are applied (routes, models)."""
+    def control_caught_up(self) -> bool:
+        """True once the control topics are applied (routes, models); raises if they cannot be read."""
         if not self.follower.caught_up:
             if self.follower.error is not None:
                 raise KafkaError(f"control topics could not be read: {self.follower.error}")
             return False
-        self.ready_roles.add(role)
-        self.metrics.child(self.metrics.worker_up, role).set(1)
         return True
 
-    async def wait_control(self, role: str) -> None:
-        """Hold a Faust agent's first batch until the control topics are applied."""
-        while not self.control_ready(role):
-            await asyncio.sleep(0.05)
+    def mark_ready(self, role: str) -> None:
+        self.ready_roles.add(role)
+        self.metrics.child(self.metrics.worker_up, role).set(1)
 
-    def wait_control_blocking(self, role: str) -> None:
-        """Hold a hot loop's first batch (on its own thread) until the control topics are applied."""
-        while not self.control_ready(role):
+    async def wait_control(self, role: str) -> None:
+        """Hold a Faust agent's first batch until the control topics are applied, then mark it ready."""
+        while not self.control_caught_up():
+            await asyncio.sleep(0.05)
+        self.mark_ready(role)
+
+    def wait_control_blocking(self) -> None:
+        """Hold a hot loop (on its own thread) until the control topics are applied."""
+        while not self.control_caught_up():
             time.sleep(0.05)

@@ -96,10 +96,23 @@ def _loop(ctx: WorkerContext, role: str, subscription: list[str], group: str,
         sizes.observe(len(messages))
         return result
 
+    rebalances = metrics.child(metrics.rebalances, role)
+
+    def assigned() -> None:
+        """Ready once the loop has joined its group (output metadata fetched, partitions, if any, assigned)."""
+        rebalances.inc()
+        ctx.mark_ready(role)
+
+    def output_topics() -> list[str]:
+        topics = ctx.settings.topics
+        routes = list(ctx.state.routes)
+        return sorted({topics.score_log, topics.dlq, *(topics.scores(r.tenant) for r in routes),
+                       *(topics.model(m.name) for r in routes for m in r.models())})
+
     return BatchLoop(ctx.settings, role, subscription, process, ctx.deadletters, group_id=group,
-                     before_start=lambda: ctx.wait_control_blocking(role), on_delivered=send_seconds.observe,
-                     on_aborted=metrics.child(metrics.transactions_aborted, role).inc,
-                     on_assigned=metrics.child(metrics.rebalances, role).inc)
+                     output_topics=output_topics,
+                     before_start=ctx.wait_control_blocking, on_delivered=send_seconds.observe,
+                     on_aborted=metrics.child(metrics.transactions_aborted, role).inc, on_assigned=assigned)
 
 
 class _LockedMonitor:

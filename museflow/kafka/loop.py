@@ -356,7 +356,8 @@ class BatchLoop:
                  before_start: Callable[[], None] | None = None,
                  on_delivered: Callable[[float], None] | None = None,
                  on_aborted: Callable[[], None] | None = None,
-                 on_assigned: Callable[[], None] | None = None) -> None:
+                 on_assigned: Callable[[], None] | None = None,
+                 output_topics: Callable[[], Sequence[str]] | None = None) -> None:
         self.settings = settings
         self.role = role
         self.subscription = list(subscription)
@@ -367,6 +368,7 @@ class BatchLoop:
         self.on_delivered = on_delivered
         self.on_aborted = on_aborted
         self.on_assigned = on_assigned
+        self.output_topics = output_topics
         if commit is None:
             if settings.exactly_once:
                 instance = settings.instance_id or default_instance_id()
@@ -420,6 +422,7 @@ class BatchLoop:
             self.commit.start(self)
             if self.before_start is not None:
                 self.before_start()
+            self._warm_up()
             consumer.subscribe(self.subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
             log.info("%s: batch loop on %s (group %s, %s)", self.role, self.subscription, self.group_id,
                      settings.processing_guarantee)
@@ -440,6 +443,14 @@ class BatchLoop:
             finally:
                 if self._producer is not None:
                     self._producer.flush(5)
+
+    def _warm_up(self) -> None:
+        """Fetch the output topics' metadata before the first batch (else its first sends wait for it)."""
+        for topic in self.output_topics() if self.output_topics is not None else ():
+            try:
+                self.producer.list_topics(topic, timeout=10)
+            except KafkaException as exc:
+                log.info("%s: no metadata for %s yet (%s); the first send will fetch it", self.role, topic, exc)
 
     def _take(self, consumer: Consumer) -> list[InMessage]:
         """Wait for the first message, then take what is already fetched, up to the batch size.
