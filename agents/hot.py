@@ -26,7 +26,7 @@ from mode import Service
 
 from agents.context import WorkerContext
 from museflow.config import Settings
-from museflow.kafka.loop import BatchLoop
+from museflow.kafka.loop import BatchLoop, LoopHooks
 from museflow.monitoring import ScoreMonitor
 from museflow.pipeline import FusedStep, InMessage, RouterStep, ScorerStep, StepResult
 from museflow.validation import validate_event
@@ -109,10 +109,10 @@ def _loop(ctx: WorkerContext, role: str, subscription: list[str], group: str,
         return sorted({topics.score_log, topics.dlq, *(topics.scores(r.tenant) for r in routes),
                        *(topics.model(m.name) for r in routes for m in r.models())})
 
-    return BatchLoop(ctx.settings, role, subscription, process, ctx.deadletters, group_id=group,
-                     output_topics=output_topics,
-                     before_start=ctx.wait_control_blocking, on_delivered=send_seconds.observe,
-                     on_aborted=metrics.child(metrics.transactions_aborted, role).inc, on_assigned=assigned)
+    aborted = metrics.child(metrics.transactions_aborted, role)
+    hooks = LoopHooks(before_start=ctx.wait_control_blocking, output_topics=output_topics, on_assigned=assigned,
+                      on_delivered=send_seconds.observe, on_aborted=aborted.inc)
+    return BatchLoop(ctx.settings, role, subscription, process, ctx.deadletters, group_id=group, hooks=hooks)
 
 
 class _LockedMonitor:

@@ -50,6 +50,7 @@ __all__ = [
     "BatchLoop",
     "CommitStrategy",
     "DeliveryFailed",
+    "LoopHooks",
     "OrderedCommit",
     "TransactionalCommit",
     "default_instance_id",
@@ -344,6 +345,22 @@ def _retry(role: str, call: Callable[[], None], what: str, attempts: int = 10) -
             time.sleep(min(2.0, 0.2 * (attempt + 1)))
 
 
+@dataclass(frozen=True)
+class LoopHooks:
+    """What the host of a loop provides or is told; every hook is optional and runs on the loop's thread."""
+
+    before_start: Callable[[], None] | None = None
+    """Called before subscribing (e.g. wait until the control topics are applied)."""
+    output_topics: Callable[[], Sequence[str]] | None = None
+    """Topics whose metadata is fetched before the first batch."""
+    on_assigned: Callable[[], None] | None = None
+    """A rebalance handed the loop its partitions (possibly none)."""
+    on_delivered: Callable[[float], None] | None = None
+    """A batch's outputs are all acknowledged (seconds since it was handed to the producer)."""
+    on_aborted: Callable[[], None] | None = None
+    """An exactly-once batch's transaction was aborted."""
+
+
 class BatchLoop:
     """One role's loop: ``run(stop)`` until ``stop`` is set, on a thread of its own.
 
@@ -353,22 +370,10 @@ class BatchLoop:
 
     def __init__(self, settings: Settings, role: str, subscription: Sequence[str], process: Process,
                  deadletters: DeadLetterWriter, *, group_id: str, commit: CommitStrategy | None = None,
-                 before_start: Callable[[], None] | None = None,
-                 on_delivered: Callable[[float], None] | None = None,
-                 on_aborted: Callable[[], None] | None = None,
-                 on_assigned: Callable[[], None] | None = None,
-                 output_topics: Callable[[], Sequence[str]] | None = None) -> None:
-        self.settings = settings
-        self.role = role
-        self.subscription = list(subscription)
-        self.process = process
-        self.deadletters = deadletters
-        self.group_id = group_id
-        self.before_start = before_start
-        self.on_delivered = on_delivered
-        self.on_aborted = on_aborted
-        self.on_assigned = on_assigned
-        self.output_topics = output_topics
+                 hooks: LoopHooks | None = None) -> None:
+        self.settings, self.role, self.subscription = settings, role, list(subscription)
+        self.process, self.deadletters, self.group_id = process, deadletters, group_id
+        self.hooks = hooks or LoopHooks()
         if commit is None:
             if settings.exactly_once:
                 instance = settings.instance_id or default_instance_id()
@@ -402,12 +407,12 @@ class BatchLoop:
     def delivered(self, letters: Sequence[DeadLetterMessage], seconds: float) -> None:
         for letter in letters:
             self.deadletters.count(letter.reason, letter.stage)
-        if self.on_delivered is not None:
-            self.on_delivered(seconds)
+        if self.hooks.on_delivered is not None:
+            self.hooks.on_delivered(seconds)
 
     def metrics_aborted(self) -> None:
-        if self.on_aborted is not None:
-            self.on_aborted()
+        if self.hooks.on_aborted is not None:
+            self.hooks.on_aborted()
 
     def run(self, stop: threading.Event) -> None:
         settings = self.settings
@@ -420,8 +425,8 @@ class BatchLoop:
         consumer = self._consumer
         try:
             self.commit.start(self)
-            if self.before_start is not None:
-                self.before_start()
+            if self.hooks.before_start is not None:
+                self.hooks.before_start()
             self._warm_up()
             consumer.subscribe(self.subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
             log.info("%s: batch loop on %s (group %s, %s)", self.role, self.subscription, self.group_id,
@@ -446,7 +451,7 @@ class BatchLoop:
 
     def _warm_up(self) -> None:
         """Fetch the output topics' metadata before the first batch (else its first sends wait for it)."""
-        for topic in self.output_topics() if self.output_topics is not None else ():
+        for topic in self.hooks.output_topics() if self.hooks.output_topics is not None else ():
             try:
                 self.producer.list_topics(topic, timeout=10)
             except KafkaException as exc:
@@ -487,8 +492,8 @@ class BatchLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalances += 1
-        if self.on_assigned is not None:
-            self.on_assigned()
+        if self.hooks.on_assigned is not None:
+            self.hooks.on_assigned()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalances += 1
