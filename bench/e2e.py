@@ -131,6 +131,9 @@ class Latency:
     lag_end: int = 0
     config: str = "default"
     cpu_cores: float = float("nan")
+    scored_p99_ms: float = float("nan")
+    machine_busy: float = float("nan")
+    """Share of all cores busy during the paced load (worker, broker and this harness share them)."""
 
 
 @dataclass
@@ -309,6 +312,7 @@ def measure_latency(settings: Settings, load: Load, rate: float, duration: float
     with contextlib.suppress(Exception):
         consumer.poll(0.2)
     latencies: list[float] = []
+    scored: list[float] = []  # event_time -> scored_at, as the worker stamped it (no harness receive path)
     received = [0]
     start_ms = time.time() * 1000 + 200
     measure_from = start_ms + warmup * 1000
@@ -324,9 +328,11 @@ def measure_latency(settings: Settings, load: Load, rate: float, duration: float
                 if msg.error():
                     continue
                 received[0] += 1
-                event_time = decode(msg.value())["event_time"]
+                record = decode(msg.value())
+                event_time = record["event_time"]
                 if event_time >= measure_from:
                     latencies.append(now_ms - event_time)
+                    scored.append(record["latency_ms"])
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
@@ -336,6 +342,7 @@ def measure_latency(settings: Settings, load: Load, rate: float, duration: float
         time.sleep(0.01)
     began = time.monotonic()
     cpu_before = res.cpu() if res is not None else 0.0
+    psutil.cpu_percent()  # starts the machine-wide interval
     sent = 0
     while True:
         elapsed = time.monotonic() - began
@@ -355,6 +362,7 @@ def measure_latency(settings: Settings, load: Load, rate: float, duration: float
     paced_s = time.monotonic() - began
     achieved = sent / paced_s
     cpu_cores = (res.cpu() - cpu_before) / paced_s if res is not None else float("nan")
+    machine_busy = psutil.cpu_percent() / 100
     producer.flush(30)
     drain_deadline = time.monotonic() + 10
     while received[0] < sent and time.monotonic() < drain_deadline:
@@ -365,7 +373,8 @@ def measure_latency(settings: Settings, load: Load, rate: float, duration: float
     arr = np.asarray(latencies) if latencies else np.asarray([float("nan")])
     p50, p99, p999 = np.percentile(arr, [50, 99, 99.9])
     return Latency(rate, achieved, sent, received[0], len(latencies), float(p50), float(p99), float(p999),
-                   float(arr.max()), sent - received[0], config, cpu_cores)
+                   float(arr.max()), sent - received[0], config, cpu_cores,
+                   float(np.percentile(scored, 99)) if scored else float("nan"), machine_busy)
 
 
 # -- scenarios ---------------------------------------------------------------------------------
@@ -589,11 +598,12 @@ def report(run: Run) -> None:
         lat = Table(title="museflow, 1 worker: produce -> tenant topic latency (consumer receive - event_time)")
         lat.add_column("settings")
         for col in ("offered/s", "achieved/s", "measured", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "unreceived",
-                    "worker CPU cores"):
+                    "worker CPU cores", "p99 ms to scored", "machine busy"):
             lat.add_column(col, justify="right")
         for r in run.latency:
             lat.add_row(r.config, f"{r.offered:,.0f}", f"{r.achieved:,.0f}", f"{r.measured:,}", f"{r.p50_ms:.1f}",
-                        f"{r.p99_ms:.1f}", f"{r.p999_ms:.1f}", f"{r.max_ms:.1f}", str(r.lag_end), f"{r.cpu_cores:.2f}")
+                        f"{r.p99_ms:.1f}", f"{r.p999_ms:.1f}", f"{r.max_ms:.1f}", str(r.lag_end), f"{r.cpu_cores:.2f}",
+                        f"{r.scored_p99_ms:.1f}", f"{r.machine_busy:.0%}")
         console.print(lat)
     rt = Table(title="ratios and targets (same run)")
     rt.add_column("measure")
