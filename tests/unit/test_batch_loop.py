@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from museflow.config import Settings
 from museflow.deadletter import DeadLetterWriter
@@ -127,7 +128,8 @@ class FakeProducer:
                 self.late.append((self.polls + self.refuse_after, callback, value, topic))
                 continue
             self.delivered.append(value)
-            callback(None, FakeMessage(0, 0, value, topic))
+            if callback is not None:
+                callback(None, FakeMessage(0, 0, value, topic))
             served += 1
         return served
 
@@ -245,3 +247,73 @@ def test_a_revoke_waits_for_pending_deliveries_and_commits_them(monkeypatch: pyt
     BatchLoop(Settings(), "test", [TOPIC], process, DeadLetterWriter("dlq"), group_id="g").run(stop)
     assert revoked == [{(TOPIC, 0): 5}]
     assert consumer.committed_offsets() == {(TOPIC, 0): 10}
+
+
+class FakeTxnProducer(FakeProducer):
+    """A transactional producer whose first ``commit_transaction`` fails with ``error``."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__()
+        self.error = error
+        self.calls: list[str] = []
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        self.calls.append("offsets")
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append("commit")
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise KafkaException(error)
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+
+    def purge(self) -> None:
+        self.calls.append("purge")
+
+
+class TxnConsumer(FakeConsumer):
+    def __init__(self, fetches: list[list[FakeMessage]], stop: threading.Event) -> None:
+        super().__init__(fetches, stop)
+        self.seeks: list[tuple[int, int]] = []
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        return [TopicPartition(tp.topic, tp.partition, 3) for tp in partitions]
+
+
+@pytest.mark.parametrize(("error", "replaced", "seek"), [
+    (KafkaError(KafkaError._TIMED_OUT, "commit timed out", txn_requires_abort=False), True, (0, 3)),
+    (KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True), False, (0, 0)),
+])
+def test_an_exactly_once_batch_whose_commit_fails_is_read_again_and_an_unknown_outcome_replaces_the_producer(
+        monkeypatch: pytest.MonkeyPatch, error: Any, replaced: bool, seek: tuple[int, int]) -> None:
+    stop = threading.Event()
+    consumer = TxnConsumer([msgs(0, 0, 5)], stop)
+    producers = [FakeTxnProducer(error), FakeTxnProducer(None)]
+    made = iter(producers)
+    monkeypatch.setattr(batch_loop, "make_consumer", lambda *a, **kw: consumer)
+    monkeypatch.setattr(batch_loop, "make_producer", lambda *a, **kw: next(made))
+    monkeypatch.setattr(batch_loop, "_retry", lambda role, call, what, attempts=10: call())
+    loop = BatchLoop(Settings(processing_guarantee="exactly_once"), "test", [TOPIC], forward, DeadLetterWriter("dlq"),
+                     group_id="g")
+    loop.run(stop)
+    first = producers[0].calls
+    assert first[:4] == ["init", "begin", "offsets", "commit"]
+    if replaced:  # outcome unknown: never reuse that producer; a new one is initialised, the batch read again
+        assert "purge" in first and "abort" not in first and producers[1].calls == ["init"]
+    else:  # abortable: abort, read the batch again with the same producer
+        assert first[4:] == ["abort"] and producers[1].calls == []
+    assert consumer.seeks == [seek]

@@ -41,3 +41,12 @@ def test_topic_names_take_the_deployment_prefix() -> None:
     t = Settings(topic_prefix="prod.").topics
     assert (t.events, t.scores("acme"), t.model("fraud")) == (
         "prod.museflow.events", "prod.museflow.scores.acme", "prod.museflow.model.fraud")
+
+
+def test_librdkafka_logs_through_python_logging_at_the_worker_level() -> None:
+    import logging
+
+    for level, syslog in (("debug", 7), ("info", 6), ("warn", 4), ("error", 3)):
+        conf = Settings(log_level=level).librdkafka_config()
+        assert conf["log_level"] == syslog
+        assert isinstance(conf["logger"], logging.Logger) and conf["logger"].name == "museflow.librdkafka"
