@@ -26,7 +26,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.worker import group_id
+from agents.hot import hot_group
 from museflow import alerts, dashboards
 from museflow.cli.main import _SUBCOMMANDS
 from museflow.config import Settings
@@ -220,9 +220,9 @@ def test_every_dashboard_query_and_alert_expression_returns_data_and_lag_equals_
     names = {r["name"] for g in loaded["data"]["groups"] for r in g["rules"]}
     assert names == {r.name for r in alerts.rules()}, "Prometheus did not load every generated rule"
 
-    # Lag: the worker commits and stops, N more events arrive, the broker's view says N. A worker
-    # running a subset of roles has its own consumer group (agents.worker.group_id).
-    group = group_id(settings, MAIN_ROLES.split(","))
+    # Lag: the worker commits and stops, N more events arrive, the broker's view says N. The events
+    # topic is consumed by the router's batch loop in its own group (agents.hot.hot_group).
+    group = hot_group(settings, "router")
     proc = worker[0]
     events = settings.topics.events
     deadline = time.monotonic() + 60
