@@ -123,6 +123,7 @@ class Demo:
         self.produce_summary: Any = None
         self.swap = _Swap()
         self.snapshots: deque[MetricsSnapshot] = deque(maxlen=12)
+        self._sent_at: dict[float, int] = {}  # snapshot time -> events the producer had sent by then
         self.started_at = 0.0
         self.stream_end: float | None = None
         self.models: dict[str, Path] = {}
@@ -246,7 +247,9 @@ class Demo:
             if snap is None or time.monotonic() - snap.at > 5.0:
                 break
             done = snap.sum("museflow_events_out_total") + snap.sum("museflow_dead_letters_total")
-            if sent - done <= limit:
+            # Behind = sent when the scrape was taken minus done at that scrape: comparing today's
+            # count with a scrape up to a second old held the producer while the worker kept up.
+            if self._sent_at.get(snap.at, sent) - done <= limit:
                 break
             self.status.paced = True
             self.stop_producing.wait(0.2)
@@ -469,8 +472,13 @@ class Demo:
     def _scrape(self) -> None:
         if self.worker is None or not self.worker.alive():
             return
+        sent = self.status.produced  # read before the scrape: the worker cannot have finished more than this
         with contextlib.suppress(OSError, ValueError):
-            self.snapshots.append(MetricsSnapshot.parse(self.worker.metrics(), time.monotonic()))
+            snap = MetricsSnapshot.parse(self.worker.metrics(), time.monotonic())
+            self.snapshots.append(snap)
+            self._sent_at[snap.at] = sent
+            for stale in [at for at in self._sent_at if at < self.snapshots[0].at]:
+                del self._sent_at[stale]
 
     def _views(self) -> Any:
         now = self.snapshots[-1] if self.snapshots else MetricsSnapshot.empty()

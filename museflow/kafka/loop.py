@@ -242,8 +242,8 @@ class OrderedCommit:
         self.pending.clear()
         raise DeliveryFailed(
             f"{loop.role}: delivery to {failed.failed_topic} failed for good ({failed.error}); stopping with "
-            f"nothing past the last fully delivered batch committed (this batch started at "
-            f"{sorted(failed.offsets.items())[:3]}...). Fix the cause and restart: the batch is processed again.")
+            f"nothing past the last fully delivered batch committed (the failed batch ends before "
+            f"{_partitions(failed.offsets)[:3]}). Fix the cause and restart: that batch is processed again.")
 
     def _commit(self, loop: BatchLoop, *, asynchronous: bool) -> None:
         offsets, self.done = self.done, {}
