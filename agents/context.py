@@ -32,6 +32,8 @@ class WorkerContext:
     settings: Settings
     roles: tuple[str, ...]
     models: Collection[str] | None
+    start_from: str | int | None = None
+    """``--from``: where the hot groups are moved before joining (None: resume / take over / new)."""
     metrics: PipelineMetrics = field(init=False)
     state: PipelineState = field(init=False)
     serdes: Serdes = field(init=False)
@@ -49,8 +51,10 @@ class WorkerContext:
         self.follower = ControlFollower(self.settings, self.state, control_decoder(self.settings, self.serdes))
 
     def ready(self) -> bool:
-        """Readiness: control state caught up and every role started."""
-        return self.follower.caught_up and set(self.roles) <= self.ready_roles
+        """Readiness: control state caught up, every role started, every model a route serves here loaded."""
+        if not (self.follower.caught_up and set(self.roles) <= self.ready_roles):
+            return False
+        return "scorer" not in self.roles or not self.state.unloaded()
 
     def control_caught_up(self) -> bool:
         """True once the control topics are applied (routes, models); raises if they cannot be read."""

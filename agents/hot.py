@@ -27,6 +27,7 @@ from mode import Service
 from agents.context import WorkerContext
 from museflow.config import Settings
 from museflow.kafka.loop import BatchLoop, LoopHooks
+from museflow.kafka.offsets import plan_start, seed_offsets
 from museflow.monitoring import ScoreMonitor
 from museflow.pipeline import FusedStep, InMessage, RouterStep, ScorerStep, StepResult
 from museflow.validation import validate_event
@@ -59,6 +60,15 @@ def _scorer_subscription(settings: Settings, models: Collection[str] | None) -> 
     if models:
         return [settings.topics.model(m) for m in sorted(models)]
     return ["^" + settings.topics.model("").replace(".", "\\.") + ".+"]
+
+
+def _start_group(ctx: WorkerContext, role: str, subscription: list[str], group: str) -> None:
+    """Decide and say where the group starts (see :mod:`museflow.kafka.offsets`), seeding its offsets."""
+    prefix = hot_group(ctx.settings, role)
+    plan = plan_start(ctx.settings, group, subscription, start_from=ctx.start_from,
+                      replaces=lambda other: other == prefix or other.startswith(f"{prefix}-"))
+    seed_offsets(ctx.settings, plan)
+    log.warning("%s: %s", role, plan.describe())
 
 
 def _wait_for_models(ctx: WorkerContext, step: ScorerStep) -> Callable[[Sequence[InMessage]], None]:
@@ -110,7 +120,11 @@ def _loop(ctx: WorkerContext, role: str, subscription: list[str], group: str,
                        *(topics.model(m.name) for r in routes for m in r.models())})
 
     aborted = metrics.child(metrics.transactions_aborted, role)
-    hooks = LoopHooks(before_start=ctx.wait_control_blocking, output_topics=output_topics, on_assigned=assigned,
+    def before_start() -> None:
+        ctx.wait_control_blocking()
+        _start_group(ctx, role, subscription, group)
+
+    hooks = LoopHooks(before_start=before_start, output_topics=output_topics, on_assigned=assigned,
                       on_delivered=send_seconds.observe, on_aborted=aborted.inc)
     return BatchLoop(ctx.settings, role, subscription, process, ctx.deadletters, group_id=group, hooks=hooks)
 

@@ -11,6 +11,8 @@ import faust
 import numpy as np
 
 from agents.context import WorkerContext
+from museflow.control.keys import control_key, value_digest
+from museflow.control.plane import superseded_maps
 from museflow.refit import Refitter, refitter_for_routes
 
 __all__ = ["build_refitter", "register"]
@@ -69,8 +71,10 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
                 log.log(level, "map for %s held: %s", outcome.key, decision.message)
                 continue
             qmap = outcome.candidate
-            key = f"{qmap.model}@{qmap.model_version}/{qmap.tenant or '_pooled:' + qmap.intent}".encode()
-            value = ctx.serdes.quantile_maps.encode(qmap.to_record())
-            fut = await app.producer.send(settings.topics.quantile_maps, key, value, None, None, None)
-            await fut
+            record = qmap.to_record()
+            value = ctx.serdes.quantile_maps.encode(record)
+            key = control_key("map", record, value_digest(value))
+            await (await app.producer.send(settings.topics.quantile_maps, key.encode(), value, None, None, None))
+            for old in superseded_maps(ctx.state, qmap):
+                await (await app.producer.send(settings.topics.quantile_maps, old.encode(), None, None, None, None))
             log.info("published %s", qmap)

@@ -73,9 +73,10 @@ def group_id(settings: Settings, roles: Sequence[str], models: Collection[str] |
 
 
 def build_worker(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str] | None = None, *,
-                 group: str | None = None) -> tuple[faust.App, WorkerContext, HotLoops]:
+                 group: str | None = None, start_from: str | int | None = None,
+                 ) -> tuple[faust.App, WorkerContext, HotLoops]:
     """The Faust app with the side roles registered, the hot loops it hosts, and their shared context."""
-    ctx = WorkerContext(settings, tuple(roles), frozenset(models) if models else None)
+    ctx = WorkerContext(settings, tuple(roles), frozenset(models) if models else None, start_from=start_from)
     ctx.state.on_change.append(_ensure_topics_for(settings))
     app = create_app(settings.replace(processing_guarantee="at_least_once") if settings.exactly_once else settings,
                      app_id=group or group_id(settings, roles, models))
@@ -120,7 +121,7 @@ def _run_lag_only(settings: Settings, ctx: WorkerContext, interval: float = 5.0)
 
 
 def run(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str] | None = None,
-        loglevel: str = "warn") -> None:
+        loglevel: str = "warn", start_from: str | int | None = None) -> None:
     """Provision topics, start the control plane and metrics endpoint, then run until stopped.
 
     A failed hot loop crashes the worker: this raises (the CLI exits non-zero).
@@ -132,7 +133,7 @@ def run(settings: Settings, roles: Sequence[str] = ROLES, models: Collection[str
         with _serving(settings, ctx):
             _run_lag_only(settings, ctx)
         return
-    app, ctx, hot = build_worker(settings, roles, models)
+    app, ctx, hot = build_worker(settings, roles, models, start_from=start_from)
     with _serving(settings, ctx):
         run_worker(app, hot, loglevel=loglevel)
 

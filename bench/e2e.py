@@ -391,13 +391,12 @@ def provision(settings: Settings) -> None:
 
 
 def deploy(settings: Settings, specs: Sequence[Path]) -> None:
-    from museflow.cli.routes import publish_route
-    from museflow.kafka.control import publish_deployment
+    from museflow.control.plane import deploy, publish_route
     from museflow.routing import load_routes_yaml
 
     provision(settings)
     for spec in specs:
-        publish_deployment(settings, str(spec), by="bench")
+        deploy(settings, str(spec), by="bench")
     for route in load_routes_yaml(text=ROUTES):
         publish_route(settings, replace(route, version=1))
 
@@ -666,7 +665,8 @@ def main(argv: Sequence[str] | None = None) -> Run:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="museflow-e2e-")))
         workdir.mkdir(parents=True, exist_ok=True)
         bootstrap = stack.enter_context(broker(args.bootstrap, workdir))
-        base = Settings(bootstrap_servers=bootstrap, metrics_enabled=False, metrics_port=free_port())
+        base = Settings(bootstrap_servers=bootstrap, metrics_enabled=False, metrics_port=free_port(),
+                        new_group_start="earliest")  # the backlog is written before the workers start
         from museflow.demo_models import train_demo_models
 
         console.print("training the demo models ...")

@@ -62,7 +62,8 @@ def main() -> None:
         sys.exit("py-spy is not installed: pip install py-spy")
     work = Path(tempfile.mkdtemp(prefix="museflow-profile-"))
     with e2e.broker(args.bootstrap, work) as bootstrap:
-        base = Settings(bootstrap_servers=bootstrap, metrics_enabled=False, metrics_port=free_port())
+        base = Settings(bootstrap_servers=bootstrap, metrics_enabled=False, metrics_port=free_port(),
+                        new_group_start="earliest")
         specs = [m.spec_path for m in train_demo_models(work / "models", seed=7, n_events=30_000)]
         settings = e2e.scenario_settings(base, "prof", work)
         e2e.deploy(settings, specs)

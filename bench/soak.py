@@ -57,16 +57,15 @@ def lag(settings: Settings) -> int:
 
 
 def deploy(settings: Settings, work: Path) -> None:
-    from museflow.cli.routes import publish_route
+    from museflow.control.plane import deploy, publish_route
     from museflow.demo_models import train_demo_models
     from museflow.kafka.admin import ensure_topics
-    from museflow.kafka.control import publish_deployment
     from museflow.routing import load_routes_yaml
     from museflow.topics import core_topics
 
     ensure_topics(settings, core_topics(settings))
     for model in train_demo_models(work / "models", seed=7):
-        publish_deployment(settings, str(model.spec_path))
+        deploy(settings, str(model.spec_path))
     for route in load_routes_yaml(text=ROUTES):
         publish_route(settings, replace(route, version=1))
 

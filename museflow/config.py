@@ -120,6 +120,9 @@ class Settings:
     """Batches a hot loop may have produced but not yet seen acknowledged (at-least-once); their events
     are committed only once they and every earlier batch are acknowledged. 1 = wait for each batch's acks."""
     broker_session_timeout_seconds: float = 10.0
+    new_group_start: str = "latest"
+    """Where a hot consumer group with no committed offsets, and no group it replaces, starts:
+    ``latest`` (a fresh deployment scores new traffic only) or ``earliest`` (the whole retention)."""
 
     refit_interval_seconds: float = 15.0
     refit_window_seconds: float = 3600.0
@@ -134,6 +137,9 @@ class Settings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if self.new_group_start not in ("earliest", "latest"):
+            raise ConfigError(f"new_group_start={self.new_group_start!r} is neither 'earliest' nor 'latest'; "
+                              f"set {ENV_PREFIX}NEW_GROUP_START")
         if self.processing_guarantee not in _GUARANTEES:
             raise ConfigError(
                 f"processing_guarantee={self.processing_guarantee!r} is not one of {_GUARANTEES}; "

@@ -24,6 +24,7 @@ __all__ = [
     "ArtifactError",
     "BrokerLaunchError",
     "ConfigError",
+    "ConflictError",
     "KafkaError",
     "MapError",
     "MuseflowError",
@@ -82,6 +83,10 @@ class MapError(MuseflowError, ValueError):
 
 class RefitRefused(MuseflowError):
     """A guard held back a map publication or a promotion; the message says which and why."""
+
+
+class ConflictError(MuseflowError):
+    """Another writer changed the control plane between this one's read and its write; nothing was written."""
 
 
 class KafkaError(MuseflowError, RuntimeError):

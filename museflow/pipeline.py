@@ -322,13 +322,16 @@ class ScorerStep:
             metrics.child(metrics.feature_values, ref.name, feature).inc(len(rows))
             if count:
                 metrics.child(metrics.feature_defaults, ref.name, feature).inc(count)
-        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        # Grouped by the route version the router stamped: the map is the one onto that version's
+        # reference, even while a backlog routed before a reference change drains.
+        groups: dict[tuple[str, str, int], list[int]] = defaultdict(list)
         for j, event in enumerate(batch_events):
-            groups[(str(event["tenant"]), str(event["intent"]))].append(j)
+            stamped = _route_version(messages[index[rows[j]]].headers)
+            groups[(str(event["tenant"]), str(event["intent"]), stamped)].append(j)
         watch = self._watched(model)
         score_log = self.topics.score_log
-        for (tenant, intent), positions in groups.items():
-            route = state.routes.get(tenant, intent)
+        for (tenant, intent, route_version), positions in groups.items():
+            route = state.routes.at(tenant, intent, route_version) or state.routes.get(tenant, intent)
             qmap = state.maps.resolve(ref.name, ref.version, tenant, intent,
                                       reference=route.reference if route is not None else None)
             pos = np.asarray(positions)
@@ -349,7 +352,6 @@ class ScorerStep:
                 message = messages[index[row]]
                 event = batch_events[j]
                 event_time = _millis(event["event_time"])
-                route_version = int(message.headers.get(H_ROUTE, b"0"))
                 raw, corrected, score = float(scores.raw[j]), float(scores.probability[j]), float(mapped[k])
                 served = role != "shadow"
                 log = log_batches.get((role, route_version))
@@ -404,6 +406,14 @@ class ScorerStep:
             found = self._watch[model.key] = tuple((f.name, f.source) for f in model.spec.features
                                                    if f.name in watched)
         return found
+
+
+def _route_version(headers: Mapping[str, bytes]) -> int:
+    """The route version the router stamped (0 when absent or not a number: the route in force)."""
+    try:
+        return int(headers.get(H_ROUTE, b"0"))
+    except ValueError:
+        return 0
 
 
 def _millis(value: Any) -> int:

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from museflow.errors import MapError
 
-__all__ = ["IDENTITY_REFERENCE", "MapStore", "QuantileMap"]
+__all__ = ["IDENTITY_REFERENCE", "MapKey", "MapStore", "QuantileMap", "map_key"]
 
 IDENTITY_REFERENCE = "identity"
 
@@ -197,47 +197,81 @@ class QuantileMap:
                 f"knots={self._xs.size} n={self.sample_count})")
 
 
+MapKey = tuple[str, str, str | None, str, str]
+
+
+def map_key(qmap: QuantileMap) -> MapKey:
+    """What a map is a version of: (model, model version, tenant or None for pooled, intent of a
+    pooled map, reference ``name@version``). Each reference keeps its own latest map, so events
+    routed before a route moved to another reference are still mapped onto theirs."""
+    return (qmap.model, qmap.model_version, qmap.tenant, "" if qmap.tenant is not None else qmap.intent,
+            f"{qmap.reference_name}@{qmap.reference_version}")
+
+
 class MapStore:
-    """Latest map per (model, version, tenant) and pooled per (model, version, intent); resolves with fallback."""
+    """Latest map per (model version, tenant | pooled intent, reference); resolves with fallback."""
 
     __slots__ = ("_identity", "_pooled", "_tenant")
 
     def __init__(self) -> None:
-        self._tenant: dict[tuple[str, str, str], QuantileMap] = {}
-        self._pooled: dict[tuple[str, str, str], QuantileMap] = {}
+        self._tenant: dict[tuple[str, str, str], dict[str, QuantileMap]] = {}
+        self._pooled: dict[tuple[str, str, str], dict[str, QuantileMap]] = {}
         self._identity: dict[tuple[str, str, str, str], QuantileMap] = {}
 
     def put(self, qmap: QuantileMap) -> bool:
         """Keep ``qmap`` if it is newer than the held one; returns False for a replay or an older version."""
-        if qmap.tenant is None:
-            table, key = self._pooled, (qmap.model, qmap.model_version, qmap.intent)
-        else:
-            table, key = self._tenant, (qmap.model, qmap.model_version, qmap.tenant)
-        held = table.get(key)
+        held = self.held(map_key(qmap))
         if held is not None and held.version >= qmap.version:
             return False
-        table[key] = qmap
+        self.set(map_key(qmap), qmap)
         return True
 
-    def get(self, model: str, model_version: str, tenant: str) -> QuantileMap | None:
-        """The tenant's own map, or None."""
-        return self._tenant.get((model, model_version, tenant))
+    def _slot(self, key: MapKey) -> tuple[dict[tuple[str, str, str], dict[str, QuantileMap]], tuple[str, str, str]]:
+        model, version, tenant, intent, _ = key
+        return (self._pooled, (model, version, intent)) if tenant is None else (self._tenant, (model, version, tenant))
 
-    def get_pooled(self, model: str, model_version: str, intent: str) -> QuantileMap | None:
-        """The pooled map of (model version, intent), or None."""
-        return self._pooled.get((model, model_version, intent))
+    def held(self, key: MapKey) -> QuantileMap | None:
+        """The map held under ``key`` (see :func:`map_key`)."""
+        table, inner = self._slot(key)
+        return table.get(inner, {}).get(key[4])
+
+    def set(self, key: MapKey, qmap: QuantileMap | None) -> None:
+        """Hold ``qmap`` under ``key`` whatever its version (None drops it): the state's rule chose it."""
+        table, inner = self._slot(key)
+        if qmap is not None:
+            table.setdefault(inner, {})[key[4]] = qmap
+        elif inner in table:
+            table[inner].pop(key[4], None)
+            if not table[inner]:
+                del table[inner]
+
+    @staticmethod
+    def _pick(by_reference: dict[str, QuantileMap] | None, reference: str | None) -> QuantileMap | None:
+        if not by_reference:
+            return None
+        if reference is not None:
+            return by_reference.get(reference)
+        return max(by_reference.values(), key=lambda m: m.version)
+
+    def get(self, model: str, model_version: str, tenant: str, reference: str | None = None) -> QuantileMap | None:
+        """The tenant's own map onto ``reference`` (default: its newest onto any), or None."""
+        return self._pick(self._tenant.get((model, model_version, tenant)), reference)
+
+    def get_pooled(self, model: str, model_version: str, intent: str,
+                   reference: str | None = None) -> QuantileMap | None:
+        """The pooled map of (model version, intent) onto ``reference`` (default: the newest), or None."""
+        return self._pick(self._pooled.get((model, model_version, intent)), reference)
 
     def resolve(self, model: str, model_version: str, tenant: str, intent: str,
                 reference: str | None = None) -> QuantileMap:
         """The map to apply: the tenant's own, else the pooled one for the intent, else identity.
 
-        With ``reference`` (``name@version``, the route's), a map fitted onto another reference
-        is skipped: after a route is re-targeted its old maps would put scores on the wrong scale.
+        With ``reference`` (``name@version``, that of the route version the event was routed
+        by) only a map onto that reference is used: another would put scores on the wrong scale.
         """
-        for found in (self._tenant.get((model, model_version, tenant)),
-                      self._pooled.get((model, model_version, intent))):
-            if found is not None and (reference is None
-                                      or f"{found.reference_name}@{found.reference_version}" == reference):
+        for found in (self.get(model, model_version, tenant, reference),
+                      self.get_pooled(model, model_version, intent, reference)):
+            if found is not None:
                 return found
         key = (model, model_version, tenant, intent)
         ident = self._identity.get(key)
@@ -250,14 +284,14 @@ class MapStore:
         dropped = 0
         for table in (self._tenant, self._pooled):
             for key in [k for k in table if k[:2] == (model, model_version)]:
-                del table[key]
-                dropped += 1
+                dropped += len(table.pop(key))
         self._identity = {k: v for k, v in self._identity.items() if k[:2] != (model, model_version)}
         return dropped
 
     def __iter__(self) -> Iterator[QuantileMap]:
-        yield from self._tenant.values()
-        yield from self._pooled.values()
+        for table in (self._tenant, self._pooled):
+            for by_reference in table.values():
+                yield from by_reference.values()
 
     def __len__(self) -> int:
-        return len(self._tenant) + len(self._pooled)
+        return sum(len(v) for table in (self._tenant, self._pooled) for v in table.values())

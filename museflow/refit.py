@@ -195,7 +195,8 @@ class Refitter:
     """Windowed sketches per (model version, tenant) and pooled per (model version, intent), refitted on demand.
 
     ``references(tenant, intent)`` names the reference to map onto (tenant None: the pooled map's).
-    Published maps go into ``store`` so the next candidate is compared with them.
+    ``store`` holds the published maps (read back from the control topic); a map this refitter
+    published is remembered until then, so the next candidate is compared with it.
     """
 
     def __init__(
@@ -223,7 +224,9 @@ class Refitter:
             self._references = references
         self.policy = policy or RefitPolicy()
         self.pooled_policy = pooled_policy or self.policy
+        self._owns_store = store is None
         self.store = store if store is not None else MapStore()
+        self._published: dict[tuple[str, str, str, str | None], QuantileMap] = {}
         self._k, self._window, self._buckets = k, window_seconds, buckets
         self._knots = DEFAULT_LEVELS if knots is None else np.asarray(knots, dtype=np.float64)
         self._sketches: dict[SketchKey, WindowedSketch] = {}
@@ -273,8 +276,9 @@ class Refitter:
                 policy = self._policy_for(tenant, intent)
             else:
                 policy = self.pooled_policy if pooled else self.policy
-            held = (self.store.get_pooled(model, model_version, intent) if tenant is None
-                    else self.store.get(model, model_version, tenant))
+            held = max(filter(None, (self.store.get_pooled(model, model_version, intent) if tenant is None
+                                     else self.store.get(model, model_version, tenant), self._published.get(key))),
+                       key=lambda m: m.version, default=None)
             version = 1 if held is None else held.version + 1
             reference = self._references(tenant, intent)
             # A map onto another reference is no baseline: the route was re-targeted on purpose.
@@ -292,7 +296,11 @@ class Refitter:
                 continue
             decision = policy.decide(candidate, current, sketch, allow_shift=force)
             if decision.publish:
-                self.store.put(candidate)
+                # A worker's store is what the control topic says: the map joins it when read
+                # back from there, and is remembered here meanwhile. An own store is the record.
+                self._published[key] = candidate
+                if self._owns_store:
+                    self.store.put(candidate)
             outcomes.append(RefitOutcome(key, candidate, decision))
         self._dirty.clear()
         return outcomes

@@ -1,7 +1,7 @@
 """Intent routing: ``(tenant, intent) -> champion [+ shadow / canary candidates]``.
 
-Routes are versioned records on the compacted routes topic; a :class:`RouteTable` applies
-them in version order. Which candidate serves an event is decided by a keyed hash of the
+Routes are versioned records on the compacted routes topic; a :class:`RouteTable` holds every
+version and serves the highest. Which candidate serves an event is decided by a keyed hash of the
 event id, so a replay makes exactly the same choices.
 """
 
@@ -215,35 +215,58 @@ class Route:
 
 
 class RouteTable:
-    """The routes in force, applied in version order; older or repeated versions are ignored."""
+    """The routes in force and every version still on the routes topic.
+
+    :meth:`put` takes a version's winning record (:mod:`museflow.state` picks it); the route in
+    force is the highest version (none when that version deletes the route). :meth:`apply` is the
+    incremental form for a single writer: it takes only a version above the latest.
+    """
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self._routes: dict[tuple[str, str], Route] = {}
-        self._history: dict[tuple[str, str], list[Route]] = {}
+        self._versions: dict[tuple[str, str], dict[int, Route]] = {}
         for route in routes:
             self.apply(route)
 
     def apply(self, route: Route) -> bool:
-        """Take ``route`` if it is newer than the one in force; return whether it changed anything."""
+        """Take ``route`` if it is newer than every version held; return whether it changed anything."""
         key = (route.tenant, route.intent)
-        if key in self._history and route.version <= self.latest_version(*key):
+        if key in self._versions and route.version <= self.latest_version(*key):
             return False
-        self._history.setdefault(key, []).append(route)
-        if route.deleted:
-            self._routes.pop(key, None)
-        else:
-            self._routes[key] = route
+        self.put(key, route.version, route)
         return True
+
+    def put(self, key: tuple[str, str], version: int, route: Route | None) -> Route | None:
+        """Set (or with None drop) one version of a route; returns the route in force afterwards."""
+        versions = self._versions.setdefault(key, {})
+        if route is None:
+            versions.pop(version, None)
+        else:
+            versions[version] = route
+        if not versions:
+            del self._versions[key]
+            self._routes.pop(key, None)
+            return None
+        latest = versions[max(versions)]
+        if latest.deleted:
+            self._routes.pop(key, None)
+            return None
+        self._routes[key] = latest
+        return latest
 
     def get(self, tenant: str, intent: str) -> Route | None:
         return self._routes.get((tenant, intent))
 
+    def at(self, tenant: str, intent: str, version: int) -> Route | None:
+        """The route as it was at ``version`` (what the router stamped), or None if that version is unknown."""
+        return self._versions.get((tenant, intent), {}).get(version)
+
     def history(self, tenant: str, intent: str) -> list[Route]:
-        return list(self._history.get((tenant, intent), ()))
+        versions = self._versions.get((tenant, intent), {})
+        return [versions[v] for v in sorted(versions)]
 
     def latest_version(self, tenant: str, intent: str) -> int:
-        versions = [r.version for r in self._history.get((tenant, intent), ())]
-        return max(versions, default=0)
+        return max(self._versions.get((tenant, intent), {0: None}), default=0)
 
     def has_tenant(self, tenant: str) -> bool:
         return any(t == tenant for t, _ in self._routes)

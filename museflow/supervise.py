@@ -33,13 +33,15 @@ class WorkerProcess:
     """One worker process with its own metrics port and log file."""
 
     def __init__(self, settings: Settings, *, roles: Sequence[str] = ("all",), models: Sequence[str] = (),
-                 log_path: Path | None = None, metrics_port: int | None = None, loglevel: str = "warn") -> None:
+                 log_path: Path | None = None, metrics_port: int | None = None, loglevel: str = "warn",
+                 start_from: str | None = None) -> None:
         self.metrics_port = metrics_port or free_port()
         self.settings = settings.replace(metrics_port=self.metrics_port, metrics_enabled=True)
         self.roles = tuple(roles)
         self.models = tuple(models)
         self.log_path = log_path or Path(self.settings.data_dir) / f"worker-{self.metrics_port}.log"
         self.loglevel = loglevel
+        self.start_from = start_from
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -53,6 +55,8 @@ class WorkerProcess:
                "--loglevel", self.loglevel]
         if self.models:
             cmd += ["--models", ",".join(self.models)]
+        if self.start_from:
+            cmd += ["--from", self.start_from]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)

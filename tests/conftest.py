@@ -57,6 +57,7 @@ def settings(kafka_bootstrap: str, unique: str, tmp_path: Path) -> Settings:
         model_dir=str(tmp_path / "models"),
         metrics_enabled=False,
         broker_session_timeout_seconds=6.0,
+        new_group_start="earliest",  # tests publish traffic before their workers start
     )
 
 

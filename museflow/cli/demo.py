@@ -132,11 +132,10 @@ class Demo:
     # ----------------------------------------------------------------- stack
 
     def setup(self) -> None:
-        from museflow.cli.routes import publish_route
+        from museflow.control.plane import deploy, publish_route
         from museflow.demo_models import train_demo_models
         from museflow.kafka.admin import ensure_topics
         from museflow.kafka.broker import LocalKafka
-        from museflow.kafka.control import publish_deployment
         from museflow.supervise import WorkerProcess
         from museflow.topics import core_topics
 
@@ -173,7 +172,7 @@ class Demo:
         with c.status("creating topics, deploying v1, onboarding the tenants, starting the worker"):
             ensure_topics(settings, core_topics(settings))
             for ref in (V1, ATO):
-                publish_deployment(settings, str(self.models[str(ref)]), by="museflow-demo")
+                deploy(settings, str(self.models[str(ref)]), by="museflow-demo")
             for tenant in self.o.tenants:
                 publish_route(settings, Route(tenant, CARD_NOT_PRESENT, V1, version=1, updated_by="museflow-demo",
                                               updated_at=_now_ms()))
@@ -291,7 +290,7 @@ class Demo:
 
     def _poll_control(self) -> None:
         """Refresh the per-tenant swap state from the control topics every few seconds."""
-        from museflow.cli.routes import read_state
+        from museflow.control.plane import read_state
 
         assert self.settings is not None
         while not self.cancel.is_set():
@@ -345,8 +344,7 @@ class Demo:
         self.stream_end = self._elapsed()
 
     def _freeze_references(self) -> None:
-        from museflow.cli.references import publish_reference
-        from museflow.cli.routes import publish_route, read_state
+        from museflow.control.plane import publish_reference, publish_route, read_state
         from museflow.kafka.scorelog import read_score_log
         from museflow.reference import ReferenceDistribution
 
@@ -405,12 +403,11 @@ class Demo:
             self.status.step("v1's maps onto the frozen references are not published yet (refit holding); going on")
 
     def _deploy_shadow(self) -> None:
-        from museflow.cli.routes import publish_route, read_state
-        from museflow.kafka.control import publish_deployment
+        from museflow.control.plane import deploy, publish_route, read_state
 
         assert self.settings is not None
         settings = self.settings
-        publish_deployment(settings, str(self.models[str(V2)]), by="museflow-demo")
+        deploy(settings, str(self.models[str(V2)]), by="museflow-demo")
         self.swap.deployed_at = self._elapsed()
         state = read_state(settings)
         for tenant in self.o.tenants:
@@ -429,7 +426,7 @@ class Demo:
                 for t in self.o.tenants}
 
     def _promote(self) -> None:
-        from museflow.cli.routes import promote_route, read_state
+        from museflow.control.plane import promote, read_state
 
         assert self.settings is not None
         settings = self.settings
@@ -458,7 +455,7 @@ class Demo:
                 continue
             m = maps.get(V2.name, V2.version, tenant)
             assert m is not None
-            promote_route(settings, f"{tenant}/{CARD_NOT_PRESENT}", V2, by="museflow-demo", allow_pooled=False)
+            promote(settings, f"{tenant}/{CARD_NOT_PRESENT}", V2, by="museflow-demo", allow_pooled=False)
             self.swap.promoted[tenant] = True
             self.swap.v2_maps[tenant] = {"version": m.version, "samples": m.sample_count,
                                          "tail_samples": m.tail_sample_count}
@@ -588,7 +585,7 @@ class Demo:
 
     def summarize(self) -> dict[str, Any]:
         """Read the score log and labels back, write the swap report and summary.json; return the summary."""
-        from museflow.cli.routes import read_state
+        from museflow.control.plane import read_state
         from museflow.kafka.scorelog import read_score_log
         from museflow.swapreport import build_swap_report, write_report
 

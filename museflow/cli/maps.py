@@ -24,7 +24,7 @@ def maps_group() -> None:
 @kafka_options
 def list_maps(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
     """Published maps with their version, samples, fit window and age."""
-    from museflow.cli.routes import read_state
+    from museflow.control.plane import read_state
 
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
     now = time.time()
@@ -45,9 +45,7 @@ def list_maps(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
 def refit(bootstrap_servers: str | None, topic_prefix: str | None, since_s: float | None, force: bool,
           dry_run: bool) -> None:
     """Refit every (model version, tenant) map now from the score log, with the same guards as the agent."""
-    from museflow.cli.routes import read_state
-    from museflow.kafka.control import publish_control
-    from museflow.kafka.schema_registry import serdes_from_settings
+    from museflow.control.plane import publish_map, read_state
     from museflow.kafka.scorelog import read_score_log
     from museflow.refit import refitter_for_routes
 
@@ -64,15 +62,12 @@ def refit(bootstrap_servers: str | None, topic_prefix: str | None, since_s: floa
         groups[(r["model"], r["model_version"], r["tenant"], r["intent"])].append(r["corrected_score"])
     for (model, version, tenant, intent), scores in groups.items():
         refitter.observe(model, version, tenant, intent, np.asarray(scores), now)
-    serde = serdes_from_settings(settings).quantile_maps
     table = Table("model", "tenant", "intent", "outcome", "reason", "samples")
     for outcome in refitter.refit(now, force=force):
         model, version, intent, tenant = outcome.key
         published = outcome.published and outcome.candidate is not None
         if published and not dry_run and outcome.candidate is not None:
-            qmap = outcome.candidate
-            key = f"{qmap.model}@{qmap.model_version}/{qmap.tenant or '_pooled:' + qmap.intent}"
-            publish_control(settings, settings.topics.quantile_maps, key, serde.encode(qmap.to_record()))
+            publish_map(settings, outcome.candidate, state=state)
         verdict = (f"published v{outcome.candidate.version}" if published and outcome.candidate and not dry_run
                    else "would publish" if published else "held")
         table.add_row(f"{model}@{version}", tenant or "(pooled)", intent, verdict, outcome.decision.message[:80],

@@ -82,11 +82,11 @@ def _indent(text: str) -> str:
 @click.option("--by", default="cli", show_default=True, help="Who deploys (recorded in the deployment record).")
 def deploy(bootstrap_servers: str | None, topic_prefix: str | None, specs: tuple[Path, ...], by: str) -> None:
     """Validate SPEC(s) and their artifacts, then publish deployment records; workers load them live."""
-    from museflow.kafka.control import publish_deployment
+    from museflow.control.plane import deploy as deploy_spec
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     for spec in specs:
-        click.echo(publish_deployment(settings, str(spec), by=by))
+        click.echo(deploy_spec(settings, spec, by=by))
 
 
 @models_group.command("retire")
@@ -95,25 +95,16 @@ def deploy(bootstrap_servers: str | None, topic_prefix: str | None, specs: tuple
 @click.option("--by", default="cli", show_default=True)
 def retire(bootstrap_servers: str | None, topic_prefix: str | None, spec: Path, by: str) -> None:
     """Unload a model version from every worker (refused while a route still uses it)."""
-    from museflow.cli.routes import read_state
-    from museflow.errors import RouteError
-    from museflow.kafka.control import publish_deployment
-    from museflow.spec import load_spec
+    from museflow.control.plane import retire as retire_spec
 
-    settings = settings_from(bootstrap_servers, topic_prefix)
-    loaded = load_spec(spec)
-    users = [r.key for r in read_state(settings).routes if any(m.name == loaded.name and m.version == loaded.version
-                                                               for m in r.models())]
-    if users:
-        raise RouteError(f"{loaded.name}@{loaded.version} is still used by routes {users}; change them first")
-    click.echo(publish_deployment(settings, str(spec), by=by, action="retire"))
+    click.echo(retire_spec(settings_from(bootstrap_servers, topic_prefix), spec, by=by))
 
 
 @models_group.command("list")
 @kafka_options
 def list_models(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
     """Deployed model versions, the routes that use them and their fitted maps."""
-    from museflow.cli.routes import read_state
+    from museflow.control.plane import read_state
 
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
     table = Table("model", "version", "deployed", "by", "used by routes", "fitted maps")
@@ -132,7 +123,7 @@ def list_models(bootstrap_servers: str | None, topic_prefix: str | None) -> None
 @click.argument("model")
 def show(bootstrap_servers: str | None, topic_prefix: str | None, model: str) -> None:
     """The deployed spec of MODEL (NAME@VERSION)."""
-    from museflow.cli.routes import read_state
+    from museflow.control.plane import read_state
     from museflow.routing import ModelRef
 
     ref = ModelRef.parse(model)
@@ -151,13 +142,16 @@ def show(bootstrap_servers: str | None, topic_prefix: str | None, model: str) ->
 @click.argument("candidate")
 @click.option("--allow-pooled", is_flag=True, help="Accept the pooled (model, intent) map for a low-traffic tenant.")
 @click.option("--by", default="cli", show_default=True)
+@click.option("--if-version", type=int, default=None,
+              help="Refuse unless the route is still at this version (the one you read).")
 def promote(bootstrap_servers: str | None, topic_prefix: str | None, route: str, candidate: str,
-            allow_pooled: bool, by: str) -> None:
+            allow_pooled: bool, by: str, if_version: int | None) -> None:
     """Make CANDIDATE (NAME@VERSION) the champion of ROUTE (TENANT/INTENT), once its maps are fitted."""
-    from museflow.cli.routes import promote_route
+    from museflow.control.plane import promote as promote_candidate
     from museflow.routing import ModelRef
 
     settings = settings_from(bootstrap_servers, topic_prefix)
-    promoted = promote_route(settings, route, ModelRef.parse(candidate), by=by, allow_pooled=allow_pooled)
+    promoted = promote_candidate(settings, route, ModelRef.parse(candidate), by=by, allow_pooled=allow_pooled,
+                                 if_version=if_version)
     click.echo(f"route {route} v{promoted.version}: champion {promoted.champion} "
                f"(rollback: museflow routes rollback {route})")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import click
 import numpy as np
@@ -11,28 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
-from museflow.config import Settings
 from museflow.errors import MapError, RouteError
 from museflow.reference import ReferenceDistribution
 
-__all__ = ["publish_reference", "references_group"]
+__all__ = ["references_group"]
 
 _RATES = (0.05, 0.01, 0.005, 0.001)
-
-
-def publish_reference(settings: Settings, ref: ReferenceDistribution) -> None:
-    from museflow.kafka.control import publish_control
-    from museflow.kafka.schema_registry import serdes_from_settings
-
-    value = serdes_from_settings(settings).references.encode(ref.to_record())
-    publish_control(settings, settings.topics.references, f"{ref.name}@{ref.version}", value)
-
-
-def _next_version(settings: Settings, name: str) -> int:
-    from museflow.cli.routes import read_state
-
-    versions = [r.version for r in read_state(settings).references.values() if r.name == name]
-    return max(versions, default=0) + 1
 
 
 def _thresholds(ref: ReferenceDistribution) -> str:
@@ -61,7 +44,7 @@ def freeze(bootstrap_servers: str | None, topic_prefix: str | None, route: str, 
     The incumbent's map onto its own frozen reference is close to identity, so thresholds the
     tenant set on its scores keep their meaning through later model swaps.
     """
-    from museflow.cli.routes import publish_route, read_state
+    from museflow.control.plane import next_reference_version, publish_reference, read_state
     from museflow.kafka.scorelog import read_score_log
     from museflow.routing import ModelRef
 
@@ -80,15 +63,12 @@ def freeze(bootstrap_servers: str | None, topic_prefix: str | None, route: str, 
         raise MapError(f"only {scores.size} scores of {ref_model} for {route} in the last {since_s:.0f}s; "
                        f"need {min_samples} (--min-samples) to freeze a reference with a usable tail")
     ref_name = name or f"{tenant}-{intent}"
-    ref = ReferenceDistribution.from_samples(ref_name, _next_version(settings, ref_name), scores)
-    publish_reference(settings, ref)
+    ref = ReferenceDistribution.from_samples(ref_name, next_reference_version(state, ref_name), scores)
+    updated = publish_reference(settings, ref, point=route if apply else None,
+                                comment=f"reference frozen from {ref_model}")
     click.echo(f"reference {ref.name}@{ref.version} frozen from {scores.size:,} scores of {ref_model}; "
                f"thresholds by alert rate: {_thresholds(ref)}")
-    if apply:
-        updated = replace(current, reference=f"{ref.name}@{ref.version}",
-                          version=state.routes.latest_version(tenant, intent) + 1,
-                          updated_at=int(time.time() * 1000), comment=f"reference frozen from {ref_model}")
-        publish_route(settings, updated)
+    if updated is not None:
         click.echo(f"route {route} v{updated.version} now maps onto {ref.name}@{ref.version}")
 
 
@@ -100,8 +80,10 @@ def freeze(bootstrap_servers: str | None, topic_prefix: str | None, route: str, 
 def create(bootstrap_servers: str | None, topic_prefix: str | None, name: str, kind: str,
            beta_ab: tuple[float, float] | None) -> None:
     """Publish a parametric reference NAME (uniform percentile scores, or beta(A, B))."""
+    from museflow.control.plane import next_reference_version, publish_reference, read_state
+
     settings = settings_from(bootstrap_servers, topic_prefix)
-    version = _next_version(settings, name)
+    version = next_reference_version(read_state(settings), name)
     ref = (ReferenceDistribution.beta(name, version, *beta_ab) if beta_ab
            else ReferenceDistribution.uniform(name, version))
     publish_reference(settings, ref)
@@ -112,7 +94,7 @@ def create(bootstrap_servers: str | None, topic_prefix: str | None, name: str, k
 @kafka_options
 def list_references(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
     """Published references and the thresholds that give common alert rates."""
-    from museflow.cli.routes import read_state
+    from museflow.control.plane import read_state
 
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
     table = Table("reference", "kind", "knots", *(f"tau @ {r:.1%}" for r in _RATES), "used by")

@@ -32,7 +32,7 @@ def report_group() -> None:
 def swap(bootstrap_servers: str | None, topic_prefix: str | None, old: str, new: str, since_s: float | None,
          out_dir: Path, labels: bool) -> None:
     """Per tenant and threshold: alert rate before/after the swap, mapped and on raw scores."""
-    from museflow.cli.routes import read_state
+    from museflow.control.plane import read_state
     from museflow.kafka.scorelog import read_score_log
     from museflow.swapreport import build_swap_report, write_report
 

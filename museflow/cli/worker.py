@@ -20,14 +20,19 @@ ROLE_HELP = "router, scorer, refit, label-join, lag (comma-separated; default al
 @click.option("--app-id", default=None, help="Consumer group / Faust app id [env MUSEFLOW_APP_ID].")
 @click.option("--loglevel", default="warn", show_default=True,
               type=click.Choice(["crit", "error", "warn", "info", "debug"]))
+@click.option("--from", "start_from", default=None, metavar="earliest|latest|ISO-TIME",
+              help="Move the router and scorer groups here before joining (a deliberate replay or skip; refused "
+                   "while other members of the group run). Without it a group resumes, takes over from the group "
+                   "it replaces, or starts at MUSEFLOW_NEW_GROUP_START.")
 def worker_command(bootstrap_servers: str | None, topic_prefix: str | None, roles: str, models: str | None,
-                   metrics_port: int | None, app_id: str | None, loglevel: str) -> None:
+                   metrics_port: int | None, app_id: str | None, loglevel: str, start_from: str | None) -> None:
     """Run a worker: every role in one process, or the roles given (one Deployment per role in k8s)."""
     from agents.worker import parse_roles, run
+    from museflow.kafka.offsets import parse_start
 
     settings = settings_from(bootstrap_servers, topic_prefix, metrics_port=metrics_port, app_id=app_id)
     model_names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    run(settings, parse_roles(roles), model_names, loglevel=loglevel)
+    run(settings, parse_roles(roles), model_names, loglevel=loglevel, start_from=parse_start(start_from))
 
 
 @click.group("topics")

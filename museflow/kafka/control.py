@@ -9,6 +9,7 @@ batch until everything published before the worker started has been applied.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -16,46 +17,61 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as KafkaErrorCode
 
 from museflow.config import Settings
-from museflow.errors import KafkaError, MuseflowError
+from museflow.control.keys import control_key, value_digest
+from museflow.errors import ConflictError, KafkaError, MuseflowError
 from museflow.kafka.clients import topic_end_offsets
 from museflow.state import PipelineState
 
 __all__ = [
     "ControlFollower",
-    "control_appliers",
+    "ControlTransaction",
+    "apply_control",
     "control_decoder",
+    "control_kinds",
     "load_control_state",
     "publish_control",
-    "publish_deployment",
+    "read_control",
 ]
 
 log = logging.getLogger(__name__)
 
 Decode = Callable[[str, bytes], Mapping[str, Any]]
+RETRY_ARTIFACTS_SECONDS = 5.0
 
 
-def control_appliers(settings: Settings, state: PipelineState) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
-    """Topic name -> how a decoded record of it is applied to ``state``."""
+def control_kinds(settings: Settings) -> dict[str, str]:
+    """Control topic -> the kind of record it holds (see :data:`museflow.state.CONTROL_KINDS`)."""
     t = settings.topics
-    return {
-        t.references: state.apply_reference,
-        t.deployments: state.apply_deployment,
-        t.routes: state.apply_route,
-        t.quantile_maps: state.apply_map,
-    }
+    return {t.references: "reference", t.deployments: "deployment", t.routes: "route", t.quantile_maps: "map"}
+
+
+def apply_control(state: PipelineState, decode: Decode, kind: str, topic: str, key: bytes | None,
+                  value: bytes | None, where: str) -> None:
+    """Apply one control record (a tombstone when ``value`` is None) to ``state`` under its Kafka key."""
+    text_key = key.decode("utf-8", "replace") if key is not None else f"<no key> {where}"
+    if value is None:
+        state.apply(kind, text_key, None, "")
+        return
+    digest = value_digest(value)
+    try:
+        record = decode(topic, value)
+    except MuseflowError as exc:
+        state.apply(kind, text_key, None, digest, error=str(exc))
+        return
+    state.apply(kind, text_key, record, digest)
 
 
 class ControlFollower:
     """Reads the control topics into a :class:`PipelineState` until stopped."""
 
-    def __init__(self, settings: Settings, state: PipelineState, decode: Decode,
-                 topics: Mapping[str, Callable[[Mapping[str, Any]], Any]] | None = None) -> None:
+    def __init__(self, settings: Settings, state: PipelineState, decode: Decode) -> None:
         self.settings = settings
         self.state = state
         self.decode = decode
-        self.appliers = dict(topics or control_appliers(settings, state))
+        self.kinds = control_kinds(settings)
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,59 +102,99 @@ class ControlFollower:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            "isolation.level": "read_committed",
         })
         try:
-            targets = self._assign(consumer)
+            targets = _assign_from_start(consumer, self.kinds)
+            retry_at = time.monotonic() + RETRY_ARTIFACTS_SECONDS
             while not self._stop.is_set():
-                msgs = consumer.consume(500, timeout=0.2)
-                for msg in msgs:
+                for msg in consumer.consume(500, timeout=0.2):
                     if msg.error():
                         log.warning("control topic %s: %s", msg.topic(), msg.error())
                         continue
-                    self._apply(msg.topic(), msg.partition(), msg.offset(), msg.value())
-                    key = (msg.topic(), msg.partition())
-                    if key in targets and msg.offset() + 1 >= targets[key]:
-                        del targets[key]
-                if not self._caught_up.is_set() and not targets:
+                    self._apply(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+                if not self._caught_up.is_set() and _reached(consumer, targets):
                     self._caught_up.set()
                     log.info("control topics caught up (%d records applied)", self.applied)
+                if time.monotonic() >= retry_at:
+                    retry_at = time.monotonic() + RETRY_ARTIFACTS_SECONDS
+                    if self.state.retry_artifacts():
+                        log.info("a deployment whose artifact was missing or altered now loads")
         except (KafkaException, KafkaError) as exc:
             self.error = exc
             log.exception("control follower stopped")
         finally:
             consumer.close()
 
-    def _assign(self, consumer: Consumer) -> dict[tuple[str, int], int]:
-        """Assign every control partition from the start; return the end offsets to catch up to."""
-        targets: dict[tuple[str, int], int] = {}
-        assignment = []
-        for topic in self.appliers:
-            try:
-                ends = topic_end_offsets(consumer, topic, timeout=30)  # retries a new topic's missing leader
-            except KafkaError as exc:
-                raise KafkaError(f"control topic {topic}: {exc}; run `museflow topics create`") from exc
-            for p, (low, high) in sorted(ends.items()):
-                if high > low:
-                    targets[(topic, p)] = high
-                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        consumer.assign(assignment)
-        return targets
-
-    def _apply(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
-        if value is None:
-            return
+    def _apply(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         try:
-            record = self.decode(topic, value)
-            self.appliers[topic](record)
+            where = f"{topic}[{partition}]@{offset}"
+            apply_control(self.state, self.decode, self.kinds[topic], topic, key, value, where)
             self.applied += 1
-        except MuseflowError as exc:
-            log.error("skipping control record %s[%d]@%d: %s", topic, partition, offset, exc)
         except Exception:
             log.exception("control record %s[%d]@%d could not be applied", topic, partition, offset)
 
 
-def publish_control(settings: Settings, topic: str, key: str, value: bytes, timeout: float = 30.0) -> None:
-    """Publish one control record and return once the broker acknowledged it (or raise)."""
+def _assign_from_start(consumer: Consumer, topics: Mapping[str, str]) -> dict[tuple[str, int], int]:
+    """Assign every control partition from the start; return the end offsets to catch up to."""
+    targets: dict[tuple[str, int], int] = {}
+    assignment = []
+    for topic in topics:
+        try:
+            ends = topic_end_offsets(consumer, topic, timeout=30)  # retries a new topic's missing leader
+        except KafkaError as exc:
+            raise KafkaError(f"control topic {topic}: {exc}; run `museflow topics create`") from exc
+        for p, (low, high) in sorted(ends.items()):
+            if high > low:
+                targets[(topic, p)] = high
+            assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+    consumer.assign(assignment)
+    return targets
+
+
+def _reached(consumer: Consumer, targets: dict[tuple[str, int], int]) -> bool:
+    """Whether the consumer's position passed every target offset (drops the ones reached).
+
+    Positions, not the offsets of records returned: with ``read_committed`` the last offsets of
+    a partition can be transaction markers, which are never returned.
+    """
+    if targets:
+        for tp in consumer.position([TopicPartition(t, p) for t, p in targets]):
+            if tp.offset >= 0 and tp.offset >= targets[(tp.topic, tp.partition)]:
+                del targets[(tp.topic, tp.partition)]
+    return not targets
+
+
+def read_control(settings: Settings, timeout: float = 30.0) -> list[tuple[str, str, bytes | None, bytes | None, str]]:
+    """Every committed record of the control topics up to their end: (kind, topic, key, value, where)."""
+    kinds = control_kinds(settings)
+    consumer = Consumer({
+        **settings.librdkafka_config(),
+        "group.id": f"{settings.app_id}-reader-{time.time_ns()}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        "isolation.level": "read_committed",
+    })
+    records = []
+    try:
+        targets = _assign_from_start(consumer, kinds)
+        deadline = time.monotonic() + timeout
+        while not _reached(consumer, targets):
+            if time.monotonic() > deadline:
+                raise KafkaError(f"reading the control topics timed out after {timeout:.0f}s with "
+                                 f"{sorted(targets)} not read to their end (an open transaction?)")
+            for msg in consumer.consume(500, timeout=0.2):
+                if msg.error():
+                    continue
+                records.append((kinds[msg.topic()], msg.topic(), msg.key(), msg.value(),
+                                f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"))
+    finally:
+        consumer.close()
+    return records
+
+
+def publish_control(settings: Settings, topic: str, key: str, value: bytes | None, timeout: float = 30.0) -> None:
+    """Publish one control record (None: a tombstone) and return once the broker acknowledged it (or raise)."""
     from museflow.kafka.clients import DeliveryReport, make_producer
 
     producer = make_producer(settings)
@@ -152,22 +208,18 @@ def publish_control(settings: Settings, topic: str, key: str, value: bytes, time
 
 def load_control_state(settings: Settings, decode: Decode, *, load_models: bool = False,
                        metrics: Any = None) -> PipelineState:
-    """Read every control topic to its end into a fresh state (models loaded only if asked)."""
+    """Read every control topic to its end into a fresh state (models loaded only if asked).
+
+    The same records and rules as a worker's, so the CLI sees the state a worker serves.
+    """
     from pathlib import Path
 
-    from museflow.kafka.clients import read_topic
     from museflow.metrics import PipelineMetrics
 
     state = PipelineState(model_dir=Path(settings.model_dir), metrics=metrics or PipelineMetrics(),
                           serves=None if load_models else frozenset())
-    for topic, apply in control_appliers(settings, state).items():
-        for record in read_topic(settings, topic):
-            if record.value is None:
-                continue
-            try:
-                apply(decode(topic, record.value))
-            except MuseflowError as exc:
-                log.error("skipping control record %s@%d: %s", topic, record.offset, exc)
+    for kind, topic, key, value, where in read_control(settings):
+        apply_control(state, decode, kind, topic, key, value, where)
     return state
 
 
@@ -183,43 +235,73 @@ def control_decoder(settings: Settings, serdes: Any) -> Decode:
     return decode
 
 
-def publish_deployment(settings: Settings, spec_path: str, *, by: str = "cli", action: str = "deploy") -> str:
-    """Validate a spec and its artifact locally (sha256, load, warm-up), then publish the deployment.
+class ControlTransaction:
+    """A compare-and-set on the control topics: fence other writers, read, check, write, commit.
 
-    Snapshots are immutable: a different spec under a deployed name and version is refused;
-    the same one again is a no-op. Returns what happened, in words.
+    Every control-plane writer of one app shares the transactional id ``<app id>-control``.
+    ``init_transactions`` fences the previous holder and completes its open transaction, so the
+    state read next includes everything committed before; a writer fenced while it checks and
+    writes fails at commit and publishes nothing (:class:`ConflictError`). Records are keyed by
+    :func:`museflow.control.keys.control_key`.
     """
-    import hashlib
-    from pathlib import Path
 
-    from museflow.errors import SpecError
-    from museflow.kafka.admin import ensure_topics
-    from museflow.kafka.schema_registry import serdes_from_settings
-    from museflow.registry import ModelRegistry
-    from museflow.routing import ModelRef
-    from museflow.spec import dump_spec
-    from museflow.topics import model_topic
+    def __init__(self, settings: Settings, decode: Decode, timeout: float = 30.0) -> None:
+        from museflow.kafka.clients import make_producer
 
-    model = ModelRegistry().load(spec_path)
-    spec = model.spec
-    ref = ModelRef(spec.name, spec.version)
-    serdes = serdes_from_settings(settings)
-    state = load_control_state(settings, control_decoder(settings, serdes))
-    existing = state.deployments.get(ref)
-    if existing is not None and action == "deploy":
-        if existing.spec_sha256 == spec.digest:
-            return f"{ref} is already deployed with this spec (no change)"
-        raise SpecError(
-            f"{spec_path}: {ref} is already deployed with a different spec (sha256 {existing.spec_sha256[:12]}... "
-            f"vs {spec.digest[:12]}...); model specs are immutable snapshots: publish it as a new version"
-        )
-    artifact = spec.artifact.resolve(spec.base_dir).resolve()
-    record = {
-        "model": spec.name, "version": spec.version, "action": action, "spec_yaml": dump_spec(spec),
-        "spec_sha256": spec.digest, "artifact_uri": str(artifact), "artifact_format": spec.artifact.format,
-        "artifact_sha256": hashlib.sha256(Path(artifact).read_bytes()).hexdigest(),
-        "deployed_at": int(time.time() * 1000), "deployed_by": by,
-    }
-    ensure_topics(settings, [model_topic(settings, spec.name)])
-    publish_control(settings, settings.topics.deployments, str(ref), serdes["ModelDeployment"].encode(record))
-    return f"{ref} {'deployed' if action == 'deploy' else 'retired'} ({artifact})"
+        self.settings = settings
+        self.decode = decode
+        self.timeout = timeout
+        self._topics = {kind: topic for topic, kind in control_kinds(settings).items()}
+        self.producer = make_producer(settings, **{"transactional.id": f"{settings.app_id}-control",
+                                                   "transaction.timeout.ms": 20_000, "linger.ms": 1})
+        self.state: PipelineState | None = None
+        self.sent: list[str] = []
+
+    def __enter__(self) -> ControlTransaction:
+        try:
+            self.producer.init_transactions(self.timeout)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot start a control-plane transaction on {self.settings.bootstrap_servers}: "
+                             f"{exc.args[0] if exc.args else exc} (the principal needs Write on transactional id "
+                             f"{self.settings.app_id}-control)") from exc
+        self.state = load_control_state(self.settings, self.decode)
+        self.producer.begin_transaction()
+        return self
+
+    def send(self, kind: str, record: Mapping[str, Any], value: bytes) -> str:
+        """Write ``record`` (encoded as ``value``) under its content key; later checks see it."""
+        digest = value_digest(value)
+        key = control_key(kind, record, digest)
+        self.producer.produce(self._topics[kind], key=key.encode(), value=value)
+        assert self.state is not None, "send() outside `with ControlTransaction(...)`"
+        self.state.apply(kind, key, record, digest)
+        self.sent.append(key)
+        return key
+
+    def tombstone(self, kind: str, key: str) -> None:
+        """Remove the record under ``key`` (compaction drops it; workers forget it at once)."""
+        self.producer.produce(self._topics[kind], key=key.encode(), value=None)
+        assert self.state is not None, "tombstone() outside `with ControlTransaction(...)`"
+        self.state.apply(kind, key, None, "")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is not None:
+            with contextlib.suppress(KafkaException):
+                self.producer.abort_transaction(self.timeout)
+            return
+        try:
+            self.producer.commit_transaction(self.timeout)
+        except KafkaException as error:
+            err = error.args[0] if error.args else None
+            code = err.code() if err is not None else None
+            if code in _FENCED:
+                raise ConflictError(
+                    "another control-plane writer started while this change was checked and written; "
+                    "nothing was published — run the command again to apply it on top of theirs") from error
+            if err is not None and err.txn_requires_abort():
+                with contextlib.suppress(KafkaException):
+                    self.producer.abort_transaction(self.timeout)
+            raise KafkaError(f"control-plane change not committed (nothing was published): {err}") from error
+
+
+_FENCED = {KafkaErrorCode._FENCED, KafkaErrorCode.PRODUCER_FENCED, KafkaErrorCode.INVALID_PRODUCER_EPOCH}

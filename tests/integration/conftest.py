@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from museflow.config import Settings
+from museflow.control.plane import deploy
 from museflow.demo_models import SHOWCASE_ROUTES
 from museflow.kafka.clients import read_topic
-from museflow.kafka.control import publish_deployment
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.supervise import WorkerProcess
 
@@ -31,14 +31,14 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def deployed(settings: Settings, demo_models: dict[str, Path]) -> dict[str, Path]:
     """Every demo model deployed and the six demo routes set on this test's topics."""
-    from museflow.cli.routes import publish_route
+    from museflow.control.plane import publish_route
     from museflow.kafka.admin import ensure_topics
     from museflow.routing import load_routes_yaml
     from museflow.topics import core_topics
 
     ensure_topics(settings, core_topics(settings))
     for spec in demo_models.values():
-        publish_deployment(settings, str(spec))
+        deploy(settings, str(spec))
     for route in load_routes_yaml(text=ROUTES):
         publish_route(settings, replace(route, version=1))
     return demo_models

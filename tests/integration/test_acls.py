@@ -92,7 +92,7 @@ def admin_settings(inst: BrokerInstance, tmp_path: Path) -> Settings:
     tag = f"a{time.time_ns() % 10**10}"
     return Settings(bootstrap_servers=inst.bootstrap, topic_prefix=f"{tag}.", app_id=f"mf-{tag}",
                     data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "models"), metrics_enabled=False,
-                    broker_session_timeout_seconds=6.0)
+                    broker_session_timeout_seconds=6.0, new_group_start="earliest")
 
 
 def score_as(platform: Settings, admin: Settings, demo_models: dict[str, Path], tmp_path: Path,

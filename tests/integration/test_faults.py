@@ -230,7 +230,7 @@ def test_broker_stop_and_restart_under_load_recovers_by_itself(
     try:
         settings = Settings(bootstrap_servers=inst.bootstrap, topic_prefix=f"b{unique}.", app_id=f"mf-{unique}",
                             data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "models"),
-                            metrics_enabled=False, broker_session_timeout_seconds=6.0)
+                            metrics_enabled=False, broker_session_timeout_seconds=6.0, new_group_start="earliest")
         _deploy(settings, demo_models)
         w = worker(settings, tmp_path, "w").start()
         workers.append(w)
@@ -255,23 +255,22 @@ def test_broker_stop_and_restart_under_load_recovers_by_itself(
 
 
 def _deploy(settings: Settings, demo_models: dict[str, Path]) -> None:
-    from museflow.cli.routes import publish_route
+    from museflow.control.plane import deploy, publish_route
     from museflow.kafka.admin import ensure_topics
-    from museflow.kafka.control import publish_deployment
     from museflow.routing import load_routes_yaml
     from museflow.topics import core_topics
     from tests.integration.conftest import ROUTES
 
     ensure_topics(settings, core_topics(settings))
     for spec in demo_models.values():
-        publish_deployment(settings, str(spec))
+        deploy(settings, str(spec))
     for route in load_routes_yaml(text=ROUTES):
         publish_route(settings, replace(route, version=1))
 
 
 def test_route_change_promotion_and_map_update_during_traffic_are_applied_whole(
         settings: Settings, deployed: dict[str, Path], tmp_path: Path, workers: list[WorkerProcess]) -> None:
-    from museflow.cli.routes import publish_route, read_state
+    from museflow.control.plane import publish_route, read_state
     from museflow.kafka.control import publish_control
     from museflow.qmap import QuantileMap
     from museflow.routing import ModelRef

@@ -110,6 +110,7 @@ def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
         "MUSEFLOW_DATA_DIR": settings.data_dir,
         "MUSEFLOW_MODEL_DIR": settings.model_dir,
         "MUSEFLOW_BROKER_SESSION_TIMEOUT_SECONDS": "6",
+        "MUSEFLOW_NEW_GROUP_START": "earliest",
         "MUSEFLOW_REFIT_INTERVAL_SECONDS": "3",
         "MUSEFLOW_REFIT_MIN_SAMPLES": "300",
         "MUSEFLOW_REFIT_MIN_TAIL_SAMPLES": "3",

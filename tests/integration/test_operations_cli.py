@@ -9,8 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from museflow.cli.main import cli
-from museflow.cli.routes import read_state
 from museflow.config import Settings
+from museflow.control.plane import read_state
 from museflow.kafka.producing import produce_events
 from museflow.loadgen import TransactionGenerator
 from museflow.supervise import WorkerProcess

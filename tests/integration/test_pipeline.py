@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from museflow.cli.routes import publish_route, read_state
 from museflow.config import Settings
+from museflow.control.plane import publish_route, read_state
 from museflow.kafka.producing import produce_events
 from museflow.loadgen import TransactionGenerator
 from museflow.routing import ModelRef

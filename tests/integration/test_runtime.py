@@ -15,10 +15,10 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from agents.hot import hot_group
 from museflow.config import Settings
+from museflow.control.plane import deploy
 from museflow.kafka.admin import admin_client, ensure_topics
 from museflow.kafka.broker import locate_distribution
 from museflow.kafka.clients import DeliveryReport, make_consumer, make_producer, read_topic
-from museflow.kafka.control import publish_deployment
 from museflow.kafka.producing import event_key, produce_events
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.loadgen import TransactionGenerator
@@ -110,7 +110,7 @@ def test_a_delivery_that_fails_for_good_stops_the_worker_with_nothing_past_its_b
 def test_fused_and_split_deployments_emit_the_same_records(
         settings: Settings, demo_models: dict[str, Path], tmp_path: Path) -> None:
     """One worker scoring in place and a router -> model topic -> scorer split give identical outputs."""
-    from museflow.cli.routes import publish_route
+    from museflow.control.plane import publish_route
     from museflow.routing import load_routes_yaml
     from tests.integration.conftest import ROUTES
 
@@ -121,7 +121,7 @@ def test_fused_and_split_deployments_emit_the_same_records(
         s = settings.replace(topic_prefix=f"{settings.topic_prefix}{name}.", app_id=f"{settings.app_id}-{name}")
         ensure_topics(s, core_topics(s))
         for spec in demo_models.values():
-            publish_deployment(s, str(spec))
+            deploy(s, str(spec))
         for route in load_routes_yaml(text=ROUTES):
             publish_route(s, replace(route, version=1))
         if name == "fused":
@@ -161,11 +161,11 @@ def test_fused_and_split_deployments_emit_the_same_records(
 def test_a_model_name_deployed_while_the_scorer_runs_is_scored_without_restart(
         settings: Settings, demo_models: dict[str, Path], start_worker: Callable[..., WorkerProcess]) -> None:
     """A split scorer subscribes to model topics by pattern: a new model name needs no restart."""
-    from museflow.cli.routes import publish_route
+    from museflow.control.plane import publish_route
     from museflow.routing import load_routes_yaml
 
     ensure_topics(settings, core_topics(settings))
-    publish_deployment(settings, str(demo_models["fraud-cnp@1"]))
+    deploy(settings, str(demo_models["fraud-cnp@1"]))
     cnp_only = "\n".join(f"  - {{tenant: {t}, intent: card-not-present, champion: fraud-cnp@1}}" for t in TENANTS)
     for route in load_routes_yaml(text="routes:\n" + cnp_only):
         publish_route(settings, replace(route, version=1))
@@ -175,7 +175,7 @@ def test_a_model_name_deployed_while_the_scorer_runs_is_scored_without_restart(
     wait_for(lambda: len(account(settings, first).scored) == sum(
         1 for e in first.events if e["intent"] == "card-not-present"), 90, "card-not-present events scored")
 
-    publish_deployment(settings, str(demo_models["ato@1"]))
+    deploy(settings, str(demo_models["ato@1"]))
     ato = "\n".join(f"  - {{tenant: {t}, intent: account-takeover, champion: ato@1}}" for t in TENANTS)
     for route in load_routes_yaml(text="routes:\n" + ato):
         publish_route(settings, replace(route, version=1))

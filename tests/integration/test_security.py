@@ -46,7 +46,8 @@ def sasl_settings(inst: BrokerInstance, tmp_path: Path, mechanism: str, password
     return Settings(bootstrap_servers=inst.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
                     sasl_mechanism=mechanism, sasl_username=USER, sasl_password=password,
                     topic_prefix=f"{tag}.", app_id=f"mf-{tag}", data_dir=str(tmp_path / "data"),
-                    model_dir=str(tmp_path / "models"), metrics_enabled=False, broker_session_timeout_seconds=6.0)
+                    model_dir=str(tmp_path / "models"), metrics_enabled=False, broker_session_timeout_seconds=6.0,
+                    new_group_start="earliest")
 
 
 def exercise_every_client(settings: Settings) -> None:

@@ -26,10 +26,9 @@ import pytest
 from click.testing import CliRunner
 
 from museflow.cli.main import cli
-from museflow.cli.routes import promote_route, publish_route, read_state
 from museflow.config import Settings
+from museflow.control.plane import deploy, promote, publish_route, read_state
 from museflow.kafka.admin import ensure_topics
-from museflow.kafka.control import publish_deployment
 from museflow.kafka.producing import produce_events
 from museflow.kafka.scorelog import read_score_log
 from museflow.loadgen import DEFAULT_TENANTS, TransactionGenerator
@@ -76,7 +75,7 @@ def test_swap_keeps_alert_rates_at_tenant_thresholds(
     settings = settings.replace(refit_interval_seconds=2.0, refit_min_samples=8000, refit_min_tail_samples=100)
     ensure_topics(settings, core_topics(settings))
     for name in ("fraud-cnp@1", "ato@1"):
-        publish_deployment(settings, str(demo_models[name]))
+        deploy(settings, str(demo_models[name]))
     for tenant in TENANTS:
         publish_route(settings, Route(tenant, CNP, V1, version=1))
         publish_route(settings, Route(tenant, "account-takeover", ModelRef("ato", "1"), version=1))
@@ -102,7 +101,7 @@ def test_swap_keeps_alert_rates_at_tenant_thresholds(
 
         # Deploy v2 as a shadow on every card-not-present route; the clock for lead time starts.
         deployed_at = time.monotonic()
-        publish_deployment(settings, str(demo_models["fraud-cnp@2"]))
+        deploy(settings, str(demo_models["fraud-cnp@2"]))
         for tenant in TENANTS:
             route = state.routes.get(tenant, CNP)
             assert route is not None
@@ -119,7 +118,7 @@ def test_swap_keeps_alert_rates_at_tenant_thresholds(
 
         wait_for(fitted, 180, "v2 maps fitted on the shadow traffic", poll=2)
         for tenant in TENANTS:
-            promote_route(settings, f"{tenant}/{CNP}", V2, by="test", allow_pooled=True)
+            promote(settings, f"{tenant}/{CNP}", V2, by="test", allow_pooled=True)
         lead_time = time.monotonic() - deployed_at
         print(f"\nlead time deploy -> promote: {lead_time:.1f}s")
         assert lead_time < 600
