@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from museflow.config import Settings
 from museflow.errors import ConflictError, RouteError, SpecError
@@ -26,6 +27,7 @@ from museflow.state import PipelineState
 
 __all__ = [
     "deploy",
+    "deployment_record",
     "next_reference_version",
     "promote",
     "publish_map",
@@ -177,8 +179,26 @@ def stage_artifact(settings: Settings, artifact: Path, sha256: str, fmt: str) ->
     return target.relative_to(root).as_posix()
 
 
+def deployment_record(settings: Settings, spec_path: str | Path, *, by: str = "cli",
+                      action: str = "deploy") -> dict[str, Any]:
+    """Validate a spec and its artifact locally (sha256, load, warm-up), stage the artifact, and
+    return the ``ModelDeployment`` record that publishes it."""
+    from museflow.registry import ModelRegistry
+    from museflow.spec import dump_spec
+
+    spec = ModelRegistry().load(spec_path).spec
+    artifact = spec.artifact.resolve(spec.base_dir).resolve()
+    sha256 = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    return {
+        "model": spec.name, "version": spec.version, "action": action, "spec_yaml": dump_spec(spec),
+        "spec_sha256": spec.digest, "artifact_uri": stage_artifact(settings, artifact, sha256, spec.artifact.format),
+        "artifact_format": spec.artifact.format, "artifact_sha256": sha256,
+        "deployed_at": int(time.time() * 1000), "deployed_by": by,
+    }
+
+
 def deploy(settings: Settings, spec_path: str | Path, *, by: str = "cli", action: str = "deploy") -> str:
-    """Validate a spec and its artifact locally (sha256, load, warm-up), stage the artifact, publish.
+    """Publish a deployment (or retirement) of the spec at ``spec_path``.
 
     Snapshots are immutable: a different spec under a deployed name and version is refused; the
     same one again is a no-op. A retire is refused while a route in force uses the version.
@@ -186,15 +206,10 @@ def deploy(settings: Settings, spec_path: str | Path, *, by: str = "cli", action
     """
     from museflow.kafka.admin import ensure_topics
     from museflow.kafka.schema_registry import serdes_from_settings
-    from museflow.registry import ModelRegistry
-    from museflow.spec import dump_spec
     from museflow.topics import model_topic
 
-    model = ModelRegistry().load(spec_path)
-    spec = model.spec
-    ref = ModelRef(spec.name, spec.version)
-    artifact = spec.artifact.resolve(spec.base_dir).resolve()
-    sha256 = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    record = deployment_record(settings, spec_path, by=by, action=action)
+    ref = ModelRef(record["model"], record["version"])
     with transaction(settings) as txn:
         state = _state(txn)
         existing = state.deployments.get(ref)
@@ -203,21 +218,15 @@ def deploy(settings: Settings, spec_path: str | Path, *, by: str = "cli", action
             if users:
                 raise RouteError(f"{ref} is still used by routes {users}; change them first")
         elif existing is not None:
-            if existing.spec_sha256 == spec.digest:
+            if existing.spec_sha256 == record["spec_sha256"]:
                 return f"{ref} is already deployed with this spec (no change)"
             raise SpecError(
                 f"{spec_path}: {ref} is already deployed with a different spec (sha256 "
-                f"{existing.spec_sha256[:12]}... vs {spec.digest[:12]}...); model specs are immutable "
+                f"{existing.spec_sha256[:12]}... vs {record['spec_sha256'][:12]}...); model specs are immutable "
                 "snapshots: publish it as a new version")
-        uri = stage_artifact(settings, artifact, sha256, spec.artifact.format)
-        record = {
-            "model": spec.name, "version": spec.version, "action": action, "spec_yaml": dump_spec(spec),
-            "spec_sha256": spec.digest, "artifact_uri": uri, "artifact_format": spec.artifact.format,
-            "artifact_sha256": sha256, "deployed_at": int(time.time() * 1000), "deployed_by": by,
-        }
-        ensure_topics(settings, [model_topic(settings, spec.name)])
+        ensure_topics(settings, [model_topic(settings, ref.name)])
         txn.send("deployment", record, serdes_from_settings(settings)["ModelDeployment"].encode(record))
-    return f"{ref} {'deployed' if action == 'deploy' else 'retired'} ({uri} in {settings.model_dir})"
+    return f"{ref} {'deployed' if action == 'deploy' else 'retired'} ({record['artifact_uri']} in {settings.model_dir})"
 
 
 def retire(settings: Settings, spec_path: str | Path, *, by: str = "cli") -> str:

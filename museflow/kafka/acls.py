@@ -68,6 +68,8 @@ def platform_rules(settings: Settings, principal: str, *, create_topics: bool = 
     if settings.exactly_once:
         rules.append(AclRule(principal, "transactional-id", f"{settings.app_id}-", ("Write", "Describe"),
                              prefixed=True))
+    else:  # control-plane changes are compare-and-set transactions under one id
+        rules.append(AclRule(principal, "transactional-id", f"{settings.app_id}-control", ("Write", "Describe")))
     return rules
 
 

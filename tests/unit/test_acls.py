@@ -40,9 +40,10 @@ def test_a_tenant_whose_groups_would_cover_the_platforms_is_refused(app_id: str,
     assert tenant_rules(Settings(app_id=app_id), f"{tenant}x")  # a longer name is its own namespace
 
 
-def test_the_platform_gets_transactional_ids_only_in_exactly_once_mode() -> None:
+def test_the_platform_gets_the_control_transactional_id_and_the_workers_ones_in_exactly_once_mode() -> None:
     at_least_once = platform_rules(Settings(app_id="mf"), "User:museflow")
-    assert [r.resource for r in at_least_once] == ["topic", "group"]
+    assert [r.resource for r in at_least_once] == ["topic", "group", "transactional-id"]
+    assert at_least_once[-1] == AclRule("User:museflow", "transactional-id", "mf-control", ("Write", "Describe"))
     assert at_least_once[0].name == "museflow." and at_least_once[0].prefixed
     assert "Create" not in platform_rules(Settings(), "User:museflow", create_topics=False)[0].operations
     eos = platform_rules(Settings(app_id="mf", processing_guarantee="exactly_once"), "User:museflow")
