@@ -59,6 +59,15 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
         worker.stop()
 
 
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Workers a test starts itself (own settings, names); all are stopped after the test."""
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
 def read_records(settings: Settings, topic: str, schema: str) -> list[dict[str, Any]]:
     serde = serdes_from_settings(settings)[schema]
     return [serde.decode(r.value) for r in read_topic(settings, topic) if r.value is not None]

@@ -12,7 +12,6 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -138,14 +137,6 @@ def settled(settings: Settings, summary: ProduceSummary, timeout: float = 180,
 def worker(settings: Settings, tmp_path: Path, name: str, roles: tuple[str, ...] = ("router", "scorer"),
            **kw: Any) -> WorkerProcess:
     return WorkerProcess(settings, roles=roles, log_path=tmp_path / f"worker-{name}.log", **kw)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def takeover_seconds(acc: Accounting, after_ms: int, baseline_s: float) -> float:
