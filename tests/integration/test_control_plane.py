@@ -100,7 +100,7 @@ def test_a_worker_started_after_compaction_serves_exactly_what_a_running_one_ser
     second = replace(acme, version=2, candidates=(Candidate(V2, "shadow", 1.0),), updated_at=now + 1)
     raw(settings, "route", "Route", first.to_record())
     raw(settings, "route", "Route", second.to_record())  # a second writer of v2
-    raw(settings, "route", "Route", replace(acme, champion=V2, updated_at=now + 2).to_record())  # a lower version
+    raw(settings, "route", "Route", replace(acme, champion=V2, candidates=(), updated_at=now + 2).to_record())  # lower
     raw(settings, "route", "Route", {**replace(acme, version=3).to_record(), "champion": {"model": "BAD!",
                                                                                           "version": "1"}},
         key=f"acme-bank/{CNP}")
