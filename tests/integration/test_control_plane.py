@@ -134,14 +134,14 @@ def test_a_worker_started_after_compaction_serves_exactly_what_a_running_one_ser
     traffic = Traffic(settings, 1500, rate=500, seed=71)
     acc = settled(settings, traffic.join())
     assert acc.lost == 0 and acc.good_in_dlq == 0, acc.line("probe")
-    served: dict[tuple[str, str], set[tuple[Any, ...]]] = defaultdict(set)
+    served: dict[tuple[str, str, str], set[tuple[Any, ...]]] = defaultdict(set)  # (champion or canary)
     for r in acc.records:
-        served[(r["tenant"], r["intent"])].add((r["route_version"], r["model"], r["model_version"], r["map_version"],
-                                                r["reference"]))
-    print(f"\nserved by route: {dict(served)}")
+        served[(r["tenant"], r["intent"], f"{r['model']}@{r['model_version']}")].add(
+            (r["route_version"], r["map_version"], r["reference"]))
+    print(f"\nserved by route and model: {dict(served)}")
     assert all(len(v) == 1 for v in served.values()), f"the two workers served differently: {dict(served)}"
-    assert {v[:3] for v in served[("acme-bank", CNP)]} == {(2, "fraud-cnp", "2")}
-    assert served[("globex-pay", CNP)] == {(2, "fraud-cnp", "1", 1, "globex-pay-cnp@1")}
+    assert {k[2] for k in served if k[:2] == ("acme-bank", CNP)} == {"fraud-cnp@2"}, "the first writer of v2 serves"
+    assert served[("globex-pay", CNP, "fraud-cnp@1")] == {(2, 1, "globex-pay-cnp@1")}
     for w in (running, fresh):
         log = w.log_path.read_text()
         assert "etc/passwd" in log, "the escaping deployment was not refused with its path"
