@@ -156,7 +156,7 @@ def test_concurrent_writers_of_one_route_never_publish_the_same_version_twice(se
     def writer(champion: ModelRef) -> None:
         for _ in range(3):
             try:
-                route = set_routes(settings, [replace(acme, champion=champion)], by=str(champion))[0]
+                route = set_routes(settings, [replace(acme, champion=champion, candidates=())], by=str(champion))[0]
                 outcomes.append(f"v{route.version}")
             except ConflictError as exc:
                 outcomes.append(f"conflict: {exc}")
@@ -172,6 +172,7 @@ def test_concurrent_writers_of_one_route_never_publish_the_same_version_twice(se
                 if r.value is not None and serde.decode(r.value)["tenant"] == "acme-bank"
                 and serde.decode(r.value)["intent"] == CNP]
     print(f"\noutcomes: {outcomes}; versions written: {versions}")
+    assert len(outcomes) == 6, "a writer crashed"
     assert len(versions) == len(set(versions)), f"a route version was written twice: {versions}"
     assert sorted(versions) == list(range(1, len(versions) + 1))
     assert len([o for o in outcomes if o.startswith("v")]) == len(versions) - 1
