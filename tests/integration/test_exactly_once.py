@@ -33,14 +33,13 @@ from tests.integration.test_faults import (
     steady_latency,
     takeover_seconds,
     worker,
-    workers,  # noqa: F401 - fixture
 )
 
 pytestmark = pytest.mark.slow
 
 
 def test_kill_9_mid_stream_read_committed_tenant_sees_each_event_exactly_once(
-        settings: Settings, deployed: dict[str, Path], tmp_path: Path, workers: list[WorkerProcess]) -> None:  # noqa: F811
+        settings: Settings, deployed: dict[str, Path], tmp_path: Path, workers: list[WorkerProcess]) -> None:
     eos = settings.replace(processing_guarantee="exactly_once", transaction_timeout_seconds=10.0)
     a = worker(eos.replace(instance_id="a"), tmp_path, "a").start()
     b = worker(eos.replace(instance_id="b"), tmp_path, "b").start()
