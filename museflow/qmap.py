@@ -38,6 +38,7 @@ class QuantileMap:
         "reference_name",
         "reference_version",
         "sample_count",
+        "source",
         "tail_sample_count",
         "tenant",
         "version",
@@ -62,6 +63,7 @@ class QuantileMap:
         window_start_ms: int = 0,
         window_end_ms: int = 0,
         created_at_ms: int = 0,
+        source: str = "shadow",
     ) -> None:
         where = f"quantile map {model}/{model_version} tenant={tenant or '<pooled>'} intent={intent} v{version}"
         xs = np.array(knots_x, dtype=np.float64).ravel()
@@ -98,6 +100,7 @@ class QuantileMap:
         self.window_start_ms = int(window_start_ms)
         self.window_end_ms = int(window_end_ms)
         self.created_at_ms = int(created_at_ms)
+        self.source = source
 
     @classmethod
     def identity(cls, model: str, model_version: str, tenant: str | None, intent: str, *,
@@ -156,6 +159,7 @@ class QuantileMap:
             "window_start_ms": self.window_start_ms,
             "window_end_ms": self.window_end_ms,
             "created_at_ms": self.created_at_ms,
+            "source": self.source,
             "knots_x": self._xs.tolist(),
             "knots_y": self._ys.tolist(),
         }
@@ -179,6 +183,7 @@ class QuantileMap:
                 window_start_ms=int(record.get("window_start_ms", 0)),
                 window_end_ms=int(record.get("window_end_ms", 0)),
                 created_at_ms=int(record.get("created_at_ms", 0)),
+                source=str(record.get("source") or "shadow"),
             )
         except KeyError as exc:
             raise MapError(f"quantile map record is missing field {exc.args[0]!r}; got {sorted(record)}") from exc

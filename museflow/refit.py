@@ -22,6 +22,7 @@ from museflow.sketch import DEFAULT_K, WindowedSketch
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "ExactSample",
     "RefitDecision",
     "RefitOutcome",
     "RefitPolicy",
@@ -39,8 +40,43 @@ SketchKey = tuple[str, str, str, str | None]
 """``(model, model_version, intent, tenant)``; tenant None for the pooled sketch of an intent."""
 
 
+class ExactSample:
+    """Every score, sorted: exact quantiles for :func:`fit_map`, the same whatever the arrival order.
+
+    The rehearsal fits from it, so two rehearsals of one window give byte-identical maps; the
+    refit agent's sketches trade that for bounded memory.
+    """
+
+    def __init__(self, scores: npt.ArrayLike, window_start_ms: int = 0) -> None:
+        values = np.asarray(scores, dtype=np.float64).ravel()
+        self._sorted = np.sort(values[np.isfinite(values)])
+        self._window_start = window_start_ms / 1000 if window_start_ms else math.nan
+
+    @property
+    def count(self) -> int:
+        return int(self._sorted.size)
+
+    @property
+    def min(self) -> float:
+        return float(self._sorted[0])
+
+    @property
+    def max(self) -> float:
+        return float(self._sorted[-1])
+
+    @property
+    def window_start(self) -> float:
+        return self._window_start
+
+    def quantile(self, q: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        return np.quantile(self._sorted, np.asarray(q, dtype=np.float64), method="inverted_cdf")
+
+    def count_above(self, x: float) -> float:
+        return float(self._sorted.size - np.searchsorted(self._sorted, x, side="right"))
+
+
 def fit_map(
-    sketch: WindowedSketch,
+    sketch: WindowedSketch | ExactSample,
     reference: ReferenceDistribution,
     *,
     model: str,
@@ -72,12 +108,13 @@ def fit_map(
     tau = float(reference.threshold_for(0.01)) if tail_threshold is None else tail_threshold
     tail = 0 if tau >= ys[-1] else round(sketch.count_above(float(np.interp(tau, ys, xs))))
     window_start = sketch.window_start
+    source = "rehearsal" if isinstance(sketch, ExactSample) else "shadow"
     return QuantileMap(
         model=model, model_version=model_version, tenant=tenant, intent=intent, version=version,
         reference_name=reference.name, reference_version=reference.version, knots_x=xs, knots_y=ys,
         sample_count=sketch.count, tail_sample_count=tail,
         window_start_ms=0 if math.isnan(window_start) else int(window_start * 1000),
-        window_end_ms=now_ms, created_at_ms=now_ms,
+        window_end_ms=now_ms, created_at_ms=now_ms, source=source,
     )
 
 

@@ -24,6 +24,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "maps": ("museflow.cli.maps", "maps_group"),
     "models": ("museflow.cli.models", "models_group"),
     "references": ("museflow.cli.references", "references_group"),
+    "rehearse": ("museflow.cli.rehearse", "rehearse_command"),
     "report": ("museflow.cli.report", "report_group"),
     "routes": ("museflow.cli.routes", "routes_group"),
     "tail": ("museflow.cli.tail", "tail_command"),
