@@ -1,7 +1,7 @@
 """Swap rehearsal on a real broker: retained traffic -> maps and a report, then promotion on its evidence.
 
-One past window holds traffic of three tenants (initech-fin's producer dropped the two attributes
-v2 relies on most). The rehearsal must flag initech-fin and only it, publish v2's maps, write the
+One past window holds traffic of three tenants (initech-fin's producer sends ``velocity_24h``,
+v2's strongest feature, in other units). The rehearsal must flag initech-fin and only it, publish v2's maps, write the
 same report twice byte for byte, and, once acme-bank and globex-pay are promoted on those maps,
 predict their live alert rates within ±15% for >= 90% of the (tenant, threshold) pairs with
 enough samples.
@@ -44,8 +44,9 @@ def publish_traffic(settings: Settings, seed: int, n: int, broken: str = "initec
         event = dict(g.event)
         event.update(tenant=TENANTS[i % 3], intent=CNP, event_time=now - n + i)
         if event["tenant"] == broken:
-            event["attributes"] = {k: v for k, v in (event.get("attributes") or {}).items()
-                                   if k not in ("velocity_24h", "amount_avg_30d")}
+            attributes = dict(event.get("attributes") or {})
+            attributes["velocity_24h"] = (attributes.get("velocity_24h") or 0) * 100  # sent in other units
+            event["attributes"] = attributes
         producer.produce(settings.topics.events, key=event["event_id"].encode(), value=serdes.events.encode(event))
         producer.produce(settings.topics.labels, key=event["event_id"].encode(), value=serdes.labels.encode(
             {"event_id": event["event_id"], "tenant": event["tenant"], "is_fraud": bool(g.is_fraud),
@@ -66,7 +67,7 @@ def test_rehearsal_flags_the_broken_tenant_publishes_maps_and_predicts_the_live_
     first = rehearse(settings, V2, (start, end), out_dir=tmp_path / "a")
     print(f"\n{first.events:,} events replayed; published {first.published}; verdicts {first.report.verdicts()}")
     verdicts = first.report.verdicts()
-    assert "broken" in verdicts[f"initech-fin/{CNP}"], verdicts
+    assert "broken or in other units" in verdicts[f"initech-fin/{CNP}"], verdicts
     assert verdicts[f"acme-bank/{CNP}"] == verdicts[f"globex-pay/{CNP}"] == "ok", verdicts
     assert first.events == 24_000 and len(first.published) == 3
     maps = read_state(settings).maps

@@ -32,7 +32,7 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> PipelineState:
 
 
 def traffic(seed: int, n: int = 30_000, broken: str | None = None) -> tuple[list[dict[str, Any]], dict[str, bool]]:
-    """Events of three tenants; ``broken``'s producer stopped sending two attributes only v2 reads."""
+    """Events of three tenants; ``broken``'s producer sends ``velocity_24h`` (v2's strongest feature) x100."""
     generated = TransactionGenerator(seed=seed).generate(n, start_ms=1_700_000_000_000)
     events, labels = [], {}
     for i, g in enumerate(generated):
@@ -40,8 +40,7 @@ def traffic(seed: int, n: int = 30_000, broken: str | None = None) -> tuple[list
         event.update(tenant=TENANTS[i % 3], intent=CNP)
         if event["tenant"] == broken:
             attributes = dict(event.get("attributes") or {})
-            attributes.pop("velocity_24h", None)
-            attributes.pop("amount_avg_30d", None)
+            attributes["velocity_24h"] = (attributes.get("velocity_24h") or 0) * 100
             event["attributes"] = attributes
         events.append(event)
         labels[event["event_id"]] = g.is_fraud
@@ -64,7 +63,7 @@ def test_a_candidate_broken_for_one_tenants_traffic_is_flagged_and_only_that_ten
     report = build_report(rehearsal, rehearsal.fit_maps((0, 1), {}), (0, 1), labels)
     verdicts = report.verdicts()
     print(f"\n{ {k: (round(v['rank_agreement'], 3), v['verdict']) for k, v in report.routes.items()} }")
-    assert verdicts[f"initech-fin/{CNP}"] != "ok" and "broken" in verdicts[f"initech-fin/{CNP}"]
+    assert "broken or in other units" in verdicts[f"initech-fin/{CNP}"], verdicts
     assert verdicts[f"acme-bank/{CNP}"] == verdicts[f"globex-pay/{CNP}"] == "ok"
 
 
