@@ -449,6 +449,28 @@ def run_museflow(base: Settings, workdir: Path, specs: Sequence[Path], load: Loa
             w.stop()
 
 
+def run_rehearse(base: Settings, workdir: Path, specs: Sequence[Path], load: Load, plan: Plan) -> Throughput:
+    """Replay rate of ``museflow rehearse`` (in this process) over the same backlog the workers drain."""
+    from museflow.control.rehearse import rehearse
+    from museflow.routing import ModelRef
+
+    settings = scenario_settings(base, "rehearse", workdir)
+    deploy(settings, specs)
+    backlog = plan.backlog["museflow"]
+    load.preload(settings, backlog)
+    me = psutil.Process()
+    cpu0, started = sum(me.cpu_times()[:2]), time.monotonic()
+    result = rehearse(settings, ModelRef("fraud-cnp", "2"), (0, int(time.time() * 1000) + 1),
+                      out_dir=workdir / settings.app_id / "rehearsal")
+    seconds = time.monotonic() - started
+    cpu = sum(me.cpu_times()[:2]) - cpu0
+    kept = sum(info["samples"] for info in result.report.routes.values())
+    return Throughput("rehearse", 1, result.events, seconds, result.events / seconds, cpu / result.events * 1000,
+                      me.memory_info().rss / 2**20, backlog,
+                      note=f"{kept:,} card-not-present events scored by champion and candidate, maps fitted, "
+                           "report written")
+
+
 WARM_UP = "first second after /readyz"
 
 
@@ -536,6 +558,7 @@ TARGETS: list[tuple[str, Callable[[float], bool], str]] = [
     ("CPU cores at a paced 1000/s", lambda v: v <= 0.15, "<= 0.15"),
     ("warm-up p99 / steady p99 at 1000/s", lambda v: v <= 2.0, "<= 2.0"),
     ("museflow / quix-score", lambda v: v >= 2.0, ">= 2.0"),
+    ("rehearse events/s / museflow events/s", lambda v: v >= 1.0, ">= 1.0"),
 ]
 
 
@@ -558,6 +581,8 @@ def ratios(run: Run) -> None:
             run.ratios["museflow CPU ms/event over quix passthrough"] = mf.cpu_s_per_1k - quix
     if ("museflow-all", 1) in by:
         run.ratios["museflow all roles events/s"] = by[("museflow-all", 1)].rate
+    if mf and ("rehearse", 1) in by:
+        run.ratios["rehearse events/s / museflow events/s"] = by[("rehearse", 1)].rate / mf.rate
     steady = {lat.offered: lat for lat in run.latency if lat.config == "default"}
     for rate in (1000, 5000):
         if rate in steady:
@@ -649,8 +674,8 @@ def main(argv: Sequence[str] | None = None) -> Run:
     mode.add_argument("--quick", action="store_const", dest="mode", const="quick")
     mode.add_argument("--smoke", action="store_const", dest="mode", const="smoke")
     parser.add_argument("--bootstrap", help="use this broker (default: MUSEFLOW_TEST_BOOTSTRAP, else start one)")
-    parser.add_argument("--only", default="museflow,latency,museflow2,eos,split,all,passthrough,naive,confluent,"
-                                          "quix-pass,quix-score",
+    parser.add_argument("--only", default="museflow,latency,museflow2,eos,split,all,rehearse,passthrough,naive,"
+                                          "confluent,quix-pass,quix-score",
                         help="comma list of scenarios to run")
     parser.add_argument("--out", type=Path, help="JSON result path (default bench/results/<timestamp>.json)")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
@@ -699,6 +724,9 @@ def main(argv: Sequence[str] | None = None) -> Run:
             if "all" in only:
                 step(f"museflow all roles, 1 worker{tag}",
                      lambda: run_museflow(base, workdir, specs, load, plan, 1, topology="all"))
+            if "rehearse" in only:
+                step(f"museflow rehearse (replay through champion and candidate){tag}",
+                     lambda: run_rehearse(base, workdir, specs, load, plan))
             for kind in ("passthrough", "naive", "confluent", "quix-pass", "quix-score"):
                 if kind in only:
                     step(f"baseline: {kind}{tag}",

@@ -27,12 +27,12 @@ def test_smoke_run_measures_museflow_and_every_baseline(kafka_bootstrap: str, tm
     harness = _load_harness()
     out = tmp_path / "smoke.json"
     run = harness.main(["--smoke", "--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path / "work"),
-                        "--out", str(out), "--only", "museflow,eos,split,all,latency,passthrough,naive,confluent"])
+                        "--out", str(out), "--only", "museflow,eos,split,all,rehearse,latency,passthrough,naive,confluent"])
 
     result = json.loads(out.read_text())
     rates = {t["name"]: t["rate"] for t in result["throughput"]}
-    assert set(rates) == {"museflow", "museflow-eos", "museflow-split", "museflow-all", "passthrough", "naive",
-                          "confluent"}, rates
+    assert set(rates) == {"museflow", "museflow-eos", "museflow-split", "museflow-all", "rehearse", "passthrough",
+                          "naive", "confluent"}, rates
     assert all(rate > 0 for rate in rates.values()), rates
     assert all(t["cpu_s_per_1k"] >= 0 and t["peak_rss_mb"] > 0 for t in result["throughput"])
     # The librdkafka loops can drain the smoke backlog within one CPU clock tick (CPU reads 0.000);
@@ -42,5 +42,6 @@ def test_smoke_run_measures_museflow_and_every_baseline(kafka_bootstrap: str, tm
     assert all(lat["cpu_cores"] > 0 for lat in result["latency"])
     assert {"museflow / naive", "museflow / passthrough", "museflow / confluent", "museflow fused / split",
             "museflow exactly-once / at-least-once", "p99 ms at 1000/s", "CPU cores at a paced 1000/s",
-            "warm-up p99 / steady p99 at 1000/s", "museflow all roles events/s"} <= set(result["ratios"])
+            "warm-up p99 / steady p99 at 1000/s", "museflow all roles events/s",
+            "rehearse events/s / museflow events/s"} <= set(result["ratios"])
     assert run.ratios == result["ratios"]
