@@ -27,7 +27,8 @@ def test_smoke_run_measures_museflow_and_every_baseline(kafka_bootstrap: str, tm
     harness = _load_harness()
     out = tmp_path / "smoke.json"
     run = harness.main(["--smoke", "--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path / "work"),
-                        "--out", str(out), "--only", "museflow,eos,split,all,rehearse,latency,passthrough,naive,confluent"])
+                        "--out", str(out), "--only",
+                        "museflow,eos,split,all,rehearse,latency,passthrough,naive,confluent"])
 
     result = json.loads(out.read_text())
     rates = {t["name"]: t["rate"] for t in result["throughput"]}
