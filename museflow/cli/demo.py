@@ -91,6 +91,11 @@ class _Swap:
     not_promoted: dict[str, str] = field(default_factory=dict)
     v2_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     produced_at_promotion: int = 0
+    deployed_wall_ms: int = 0
+    rehearsed_at: float | None = None
+    rehearsal: dict[str, Any] = field(default_factory=dict)
+    promoted_by: dict[str, str] = field(default_factory=dict)
+    shadow_map_lead_s: dict[str, float | None] = field(default_factory=dict)
 
 
 class _Cancelled(Exception):
@@ -330,6 +335,8 @@ class Demo:
         self.status.phase = "freezing references"
         self._freeze_references()
         self._deploy_shadow()
+        self.status.phase = "rehearsal"
+        self._rehearse()
         self.status.phase = "shadow"
         assert self.swap.deployed_at is not None
         self._sleep_until(self.swap.deployed_at + self.plan.shadow_s)
@@ -409,6 +416,7 @@ class Demo:
         settings = self.settings
         deploy(settings, str(self.models[str(V2)]), by="museflow-demo")
         self.swap.deployed_at = self._elapsed()
+        self.swap.deployed_wall_ms = _now_ms()
         state = read_state(settings)
         for tenant in self.o.tenants:
             route = state.routes.get(tenant, CARD_NOT_PRESENT)
@@ -419,6 +427,45 @@ class Demo:
                 candidates=(Candidate(V2, "shadow", 1.0),), updated_at=_now_ms(), updated_by="museflow-demo",
                 comment="tenant thresholds set; fraud-cnp@2 in shadow"))
         self.status.step("deployed fraud-cnp@2 as a shadow on every card-not-present route; watch thresholds set")
+
+    def _rehearse(self) -> None:
+        """Replay the traffic retained so far through v1 and v2, publish v2's maps, promote on them."""
+        from museflow.control.plane import promote
+        from museflow.control.rehearse import rehearse
+
+        assert self.settings is not None and self.swap.deployed_at is not None
+        settings = self.settings
+        window = (self.swap.deployed_wall_ms - int(self.swap.deployed_at * 1000), self.swap.deployed_wall_ms)
+        self.status.step("rehearsing fraud-cnp@2 on the traffic Kafka retained since the start")
+        result = rehearse(settings, V2, window, routes=[f"{t}/{CARD_NOT_PRESENT}" for t in self.o.tenants],
+                          out_dir=self.o.out_dir / "rehearsal")
+        self.swap.rehearsed_at = self._elapsed()
+        verdicts = result.report.verdicts()
+        self.swap.rehearsal = {"events": result.events, "window_ms": list(window), "verdicts": verdicts,
+                               "report": str(result.report_path),
+                               "rows": [{"tenant": r.tenant, "threshold": r.threshold, "target": r.target_rate,
+                                         "predicted": r.predicted_rate, "interval": list(r.interval),
+                                         "samples_above": round(r.predicted_rate * r.samples)}
+                                        for r in result.report.rows]}
+        for tenant in self.o.tenants:
+            key = f"{tenant}/{CARD_NOT_PRESENT}"
+            qmap = result.maps.get((tenant, CARD_NOT_PRESENT))
+            if verdicts.get(key) != "ok" or qmap is None:
+                self.status.step(f"{tenant}: not promoted by rehearsal ({verdicts.get(key, 'no map')}); shadow decides")
+                continue
+            promote(settings, key, V2, by="museflow-demo-rehearsal")
+            self.swap.promoted[tenant] = True
+            self.swap.promoted_by[tenant] = "rehearsal"
+            self.swap.v2_maps[tenant] = {"version": qmap.version, "samples": qmap.sample_count,
+                                         "tail_samples": qmap.tail_sample_count, "source": "rehearsal"}
+            self.status.tenants[tenant].note = "promoted by rehearsal"
+        if self.swap.promoted:
+            self.swap.promoted_at = self._elapsed()
+            self.swap.produced_at_promotion = self.status.produced
+        self.status.step(f"rehearsal: {result.events:,} retained events replayed in "
+                         f"{self.swap.rehearsed_at - self.swap.deployed_at:.1f} s; promoted fraud-cnp@2 for "
+                         f"{', '.join(t for t in self.o.tenants if self.swap.promoted_by.get(t)) or 'no tenant'} on "
+                         "its maps; the live shadow phase now confirms")
 
     def _shadow_samples(self) -> dict[str, float]:
         snap = self.snapshots[-1] if self.snapshots else MetricsSnapshot.empty()
@@ -431,19 +478,29 @@ class Demo:
         assert self.settings is not None
         settings = self.settings
 
+        waiting = {t for t in self.o.tenants if self.swap.promoted_by.get(t) != "rehearsal"}
+
         def fitted() -> set[str]:
+            """Tenants with a map of v2 fitted on live shadow traffic."""
             maps = read_state(settings).maps
-            return {t for t in self.o.tenants if maps.get(V2.name, V2.version, t) is not None}
+            return {t for t in waiting if (m := maps.get(V2.name, V2.version, t)) is not None and m.source == "shadow"}
 
         grace = min(30.0, 0.2 * self.plan.duration_s)
         ready = fitted()
-        if ready != set(self.o.tenants):
+        if ready != waiting:
             self.status.step(f"shadow phase over; waiting up to {grace:.0f} s for v2's maps of "
-                             + ", ".join(sorted(set(self.o.tenants) - ready)))
-            self._wait(lambda: fitted() == set(self.o.tenants), grace, poll=1.0)
+                             + ", ".join(sorted(waiting - ready)))
+            self._wait(lambda: fitted() == waiting, grace, poll=1.0)
             ready = fitted()
         maps = read_state(settings).maps
         for tenant in self.o.tenants:
+            shadow_maps = [m for m in maps if (m.model, m.model_version, m.tenant) == (V2.name, V2.version, tenant)
+                           and m.source == "shadow"]
+            first = min((m.created_at_ms for m in shadow_maps), default=None)
+            self.swap.shadow_map_lead_s[tenant] = (
+                (first - self.swap.deployed_wall_ms) / 1000 if first is not None else None)
+            if self.swap.promoted_by.get(tenant) == "rehearsal":
+                continue
             if tenant not in ready:
                 samples = self._shadow_samples().get(tenant, 0.0)
                 why = (f"not promoted: v2's map is not fitted — {samples:,.0f} shadow samples collected, the refit "
@@ -457,12 +514,14 @@ class Demo:
             assert m is not None
             promote(settings, f"{tenant}/{CARD_NOT_PRESENT}", V2, by="museflow-demo", allow_pooled=False)
             self.swap.promoted[tenant] = True
+            self.swap.promoted_by[tenant] = "shadow"
             self.swap.v2_maps[tenant] = {"version": m.version, "samples": m.sample_count,
                                          "tail_samples": m.tail_sample_count}
             self.status.step(f"{tenant}: promoted fraud-cnp@2 (its map v{m.version}, fitted on "
                              f"{m.sample_count:,} shadow scores); thresholds unchanged")
-        self.swap.promoted_at = self._elapsed()
-        self.swap.produced_at_promotion = self.status.produced
+        if self.swap.promoted_at is None or any(v == "shadow" for v in self.swap.promoted_by.values()):
+            self.swap.promoted_at = self._elapsed()
+            self.swap.produced_at_promotion = self.status.produced
 
     # ------------------------------------------------------------------ view
 
@@ -636,7 +695,14 @@ class Demo:
                 "lead_time_s": (self.swap.promoted_at - self.swap.deployed_at
                                 if self.swap.promoted_at is not None and self.swap.deployed_at is not None else None),
                 "promoted": self.swap.promoted, "not_promoted": self.swap.not_promoted,
+                "promoted_by": self.swap.promoted_by,
+                "lead_time_by_rehearsal_s": (self.swap.rehearsed_at - self.swap.deployed_at
+                                             if "rehearsal" in self.swap.promoted_by.values()
+                                             and self.swap.rehearsed_at is not None
+                                             and self.swap.deployed_at is not None else None),
+                "lead_time_by_shadow_s": self.swap.shadow_map_lead_s,
                 "v2_maps_at_promotion": self.swap.v2_maps,
+                "rehearsal": {**self.swap.rehearsal, "predicted_vs_live": self._predicted_vs_live(judged)},
             },
             "alert_rates": {
                 "tolerance": TOLERANCE_TEXT, "rows": [j.to_json() for j in judged],
@@ -656,6 +722,23 @@ class Demo:
             shutil.copyfile(self.home / "worker.log", out / "worker.log")
         return summary
 
+    def _predicted_vs_live(self, judged: list[Any]) -> list[dict[str, Any]]:
+        """The rehearsal's predicted alert rate next to the live mapped rate after the swap (rows with
+        enough samples: ENOUGH_SAMPLES above the threshold in the rehearsal)."""
+        from museflow.rehearsal import ENOUGH_SAMPLES
+
+        live = {(j.row.tenant, round(j.row.threshold, 6)): j.row.mapped_after for j in judged}
+        out = []
+        for row in self.swap.rehearsal.get("rows", []):
+            after = live.get((row["tenant"], round(row["threshold"], 6)))
+            if after is None or self.swap.promoted_by.get(row["tenant"]) != "rehearsal":
+                continue
+            enough = row["samples_above"] >= ENOUGH_SAMPLES
+            out.append({"tenant": row["tenant"], "threshold": row["threshold"], "predicted": row["predicted"],
+                        "live": after, "enough_samples": enough,
+                        "within_15pct": bool(row["predicted"]) and abs(after / row["predicted"] - 1) <= 0.15})
+        return out
+
     def print_summary(self, summary: dict[str, Any]) -> None:
         c = self.console
         ev, swap, ar = summary["events"], summary["swap"], summary["alert_rates"]
@@ -673,6 +756,20 @@ class Demo:
                 f"{', '.join(promoted) or 'no tenant'} at {swap['promoted_at_s'] or 0:.0f} s (lead time {lead})")
         for tenant, why in swap["not_promoted"].items():
             c.print(f"  [yellow]{tenant}: {why}[/yellow]")
+        by_rehearsal = swap["lead_time_by_rehearsal_s"]
+        shadow = {t: v for t, v in swap["lead_time_by_shadow_s"].items() if v is not None}
+        c.print("lead time deploy -> promote: by rehearsal "
+                + (f"{by_rehearsal:.1f} s" if by_rehearsal is not None else "-")
+                + " (" + (", ".join(t for t, by in swap["promoted_by"].items() if by == "rehearsal") or "no tenant")
+                + "); by shadow (first map fitted on live traffic) "
+                + (", ".join(f"{t} {v:.0f} s" for t, v in shadow.items()) or "none within the run"))
+        checked = [r for r in swap["rehearsal"].get("predicted_vs_live", []) if r["enough_samples"]]
+        if checked:
+            held = sum(r["within_15pct"] for r in checked)
+            rows = ", ".join(f"{r['tenant']} @{r['threshold']:.3g} {r['predicted']:.2%} -> {r['live']:.2%}"
+                             for r in checked)
+            c.print(f"rehearsal predicted the live mapped alert rate within ±15% on {held} of {len(checked)} rows "
+                    f"with enough samples: {rows}")
         table = Table(title="alert rate at each tenant's thresholds, before (v1) -> after (v2) the swap")
         for col in ("tenant", "target", "threshold", "n before / after", "mapped before", "mapped after",
                     "mapped", "raw before", "raw after", "raw"):
