@@ -93,6 +93,7 @@ class _Swap:
     produced_at_promotion: int = 0
     deployed_wall_ms: int = 0
     rehearsed_at: float | None = None
+    rehearsal_promoted_at: float | None = None
     rehearsal: dict[str, Any] = field(default_factory=dict)
     promoted_by: dict[str, str] = field(default_factory=dict)
     shadow_map_lead_s: dict[str, float | None] = field(default_factory=dict)
@@ -460,7 +461,7 @@ class Demo:
                                          "tail_samples": qmap.tail_sample_count, "source": "rehearsal"}
             self.status.tenants[tenant].note = "promoted by rehearsal"
         if self.swap.promoted:
-            self.swap.promoted_at = self._elapsed()
+            self.swap.promoted_at = self.swap.rehearsal_promoted_at = self._elapsed()
             self.swap.produced_at_promotion = self.status.produced
         self.status.step(f"rehearsal: {result.events:,} retained events replayed in "
                          f"{self.swap.rehearsed_at - self.swap.deployed_at:.1f} s; promoted fraud-cnp@2 for "
@@ -696,9 +697,8 @@ class Demo:
                                 if self.swap.promoted_at is not None and self.swap.deployed_at is not None else None),
                 "promoted": self.swap.promoted, "not_promoted": self.swap.not_promoted,
                 "promoted_by": self.swap.promoted_by,
-                "lead_time_by_rehearsal_s": (self.swap.rehearsed_at - self.swap.deployed_at
-                                             if "rehearsal" in self.swap.promoted_by.values()
-                                             and self.swap.rehearsed_at is not None
+                "lead_time_by_rehearsal_s": (self.swap.rehearsal_promoted_at - self.swap.deployed_at
+                                             if self.swap.rehearsal_promoted_at is not None
                                              and self.swap.deployed_at is not None else None),
                 "lead_time_by_shadow_s": self.swap.shadow_map_lead_s,
                 "v2_maps_at_promotion": self.swap.v2_maps,

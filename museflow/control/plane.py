@@ -12,7 +12,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,9 @@ ARTIFACTS_DIR = "artifacts"
 MAP_VERSIONS_KEPT = 2
 
 
-def read_state(settings: Settings, *, load_models: bool = False) -> PipelineState:
-    """Routes, deployments, maps and references as a worker would hold them (no model loaded unless asked)."""
+def read_state(settings: Settings, *, load_models: bool | Collection[str] = False) -> PipelineState:
+    """Routes, deployments, maps and references as a worker would hold them (models loaded only if
+    asked: every one with True, or the names given)."""
     from museflow.kafka.schema_registry import serdes_from_settings
 
     return load_control_state(settings, control_decoder(settings, serdes_from_settings(settings)),

@@ -50,7 +50,8 @@ def rehearse(settings: Settings, candidate: ModelRef, window: tuple[int, int], *
     from museflow.kafka.clients import read_topic
     from museflow.kafka.schema_registry import serdes_from_settings
 
-    state = read_state(settings, load_models=True)
+    chosen = rehearsed_routes(list(read_state(settings).routes), candidate, routes)
+    state = read_state(settings, load_models={candidate.name, *(r.champion.name for r in chosen)})
     chosen = rehearsed_routes(list(state.routes), candidate, routes)
     rehearsal = Rehearsal(state, candidate, chosen)
     serdes = serdes_from_settings(settings)
@@ -81,9 +82,9 @@ def rehearse(settings: Settings, candidate: ModelRef, window: tuple[int, int], *
             publish_map(settings, qmap, state=state)
             published.append(f"{key[0]}/{key[1]} v{qmap.version}")
     labels = {}
-    for record in read_topic(settings, settings.topics.labels):
-        if record.value is not None:
-            label = serdes.labels.decode(record.value)
+    for label in serdes.labels.decode_many([r.value for r in read_topic(settings, settings.topics.labels)
+                                            if r.value is not None and r.timestamp_ms >= window[0]]):
+        if not isinstance(label, Exception):
             labels[str(label["event_id"])] = bool(label["is_fraud"])
     report = build_report(rehearsal, {k: maps.get(k, v) for k, v in fitted.items()}, window, labels)
     path = write_report(report, out_dir) if out_dir is not None else None

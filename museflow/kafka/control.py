@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -206,9 +206,10 @@ def publish_control(settings: Settings, topic: str, key: str, value: bytes | Non
                          f"{report.errors or f'{remaining} message(s) not delivered within {timeout:.0f}s'}")
 
 
-def load_control_state(settings: Settings, decode: Decode, *, load_models: bool = False,
+def load_control_state(settings: Settings, decode: Decode, *, load_models: bool | Collection[str] = False,
                        metrics: Any = None) -> PipelineState:
-    """Read every control topic to its end into a fresh state (models loaded only if asked).
+    """Read every control topic to its end into a fresh state (models loaded only if asked: every
+    model, or those named).
 
     The same records and rules as a worker's, so the CLI sees the state a worker serves.
     """
@@ -217,7 +218,7 @@ def load_control_state(settings: Settings, decode: Decode, *, load_models: bool 
     from museflow.metrics import PipelineMetrics
 
     state = PipelineState(model_dir=Path(settings.model_dir), metrics=metrics or PipelineMetrics(),
-                          serves=None if load_models else frozenset())
+                          serves=(None if load_models is True else frozenset(load_models or ())))
     for kind, topic, key, value, where in read_control(settings):
         apply_control(state, decode, kind, topic, key, value, where)
     return state
