@@ -137,8 +137,12 @@ class QuantileMap:
         return (self.model, self.model_version, self.intent, self.tenant)
 
     def apply(self, p: ScoreLike) -> FloatArray:
-        """Mapped scores for a batch of corrected probabilities; clamped outside the knot range."""
-        return np.interp(p, self._xs, self._ys)
+        """Mapped scores for a batch of corrected probabilities; clamped outside the knot range.
+
+        ``np.interp`` computes ``y0 + slope * (x - x0)``, which can land an ulp beyond the last knot's
+        y (found by the property test); the clip keeps every score within the knots' range.
+        """
+        return np.clip(np.interp(p, self._xs, self._ys), self._ys[0], self._ys[-1])
 
     def inverse(self, score: ScoreLike) -> FloatArray:
         """Corrected probability that maps to ``score`` (the raw threshold behind a mapped one)."""
