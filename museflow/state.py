@@ -261,17 +261,34 @@ class PipelineState:
             self.deployments[ref] = candidates[0].value
             return
         errors = []
-        for held in candidates:
+        for i, held in enumerate(candidates):
             loaded = self._load(held)
             if loaded.model is not None:
                 self.deployments[ref] = held.value
                 self.rejected.pop(f"deployment {ref}", None)
                 self._install(ref, loaded.model)
+                self._report_ignored(ref, held, candidates[i + 1:])
                 return
             errors.append(loaded.error)
         self.deployments[ref] = candidates[0].value
         self._unload(ref, "; ".join(errors))
         self.rejected[f"deployment {ref}"] = "; ".join(errors)
+
+    def _report_ignored(self, ref: ModelRef, winner: _Held, later: list[_Held]) -> None:
+        """Say so (once each) when a later record for a serving version differs from the one serving."""
+        serving: Deployment = winner.value
+        for held in later:
+            other: Deployment = held.value
+            same = (other.spec_yaml, other.artifact_uri, other.artifact_sha256) == (
+                serving.spec_yaml, serving.artifact_uri, serving.artifact_sha256)
+            if same or held.digest in self._loads:
+                continue
+            self._loads[held.digest] = _Load(None, "ignored: a later record for a serving version")
+            self.metrics.child(self.metrics.model_loads, ref.name, "rejected").inc()
+            self._reject("deployment", f"{ref} (later record)",
+                         f"deployment {ref} deployed_at {other.deployed_at} by {other.deployed_by} differs from the "
+                         f"one serving (deployed_at {serving.deployed_at}); ignored: a version's first valid "
+                         "deployment wins and specs are immutable — publish a new version")
 
     def _load(self, held: _Held) -> _Load:
         done = self._loads.get(held.digest)
