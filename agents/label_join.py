@@ -90,7 +90,8 @@ def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *,
                     continue
                 for row in rows([record]):
                     joined = join.add_score(row["event_id"], row["tenant"], float(row["score"]),
-                                            _clamped(_seconds(row["event_time"])), cohort=row["intent"])
+                                            _clamped(_seconds(row["event_time"])), cohort=row["intent"],
+                                            corrected=float(row["corrected_score"]))
                     if joined is not None:
                         label_metrics.count_join(joined)
 

@@ -25,6 +25,10 @@ class Thresholds:
     drift_psi: float = 0.25
     map_max_age_seconds: int = 24 * 3600
     lag_reading_max_age_seconds: int = 120
+    estimated_recall_drop: float = 0.10
+    estimate_min_frauds: int = 50
+    prior_shift_ratio: float = 1.5
+    prior_shift_min_frauds: int = 300
     job_selector: str = 'job=~"museflow.*"'
 
 
@@ -65,6 +69,13 @@ def rules(t: Thresholds | None = None) -> list[AlertRule]:
     ready = "min by (instance, role) (museflow_worker_ready)"
     up = f"up{{{t.job_selector}}}"
     lag_age = "time() - max by (instance) (museflow_consumer_lag_refreshed_timestamp_seconds)"
+    recall = "avg by (tenant, threshold) (museflow_estimated_recall)"
+    recall_day = "avg by (tenant, threshold) (avg_over_time(museflow_estimated_recall[1d]))"
+    frauds = "min by (tenant) (museflow_estimated_frauds)"
+    trusted = "min by (tenant, cohort) (museflow_calibration_trustworthy)"
+    em = 'avg by (tenant) (museflow_estimated_base_rate{method="em"})'
+    em_base = 'avg by (tenant) (museflow_estimated_base_rate{method="baseline"})'
+    shift_low = f"{1 / t.prior_shift_ratio:.3g}"
     return [
         AlertRule(
             "MuseflowConsumerLagGrowing", f"({lag} > {t.lag_messages}) and ({lag_delta} > 0)", (lag, lag_delta),
@@ -109,6 +120,31 @@ def rules(t: Thresholds | None = None) -> list[AlertRule]:
             "MuseflowLagReadingStale", f"{lag_age} > {t.lag_reading_max_age_seconds}", (lag_age,), "5m", "warning",
             "Consumer lag on {{ $labels.instance }} is not being read",
             "The lag role has not read offsets from the broker recently, so lag panels and alerts are blind."),
+        AlertRule(
+            "MuseflowEstimatedRecallDrop",
+            f"({recall_day} - {recall} > {t.estimated_recall_drop}) "
+            f"and on (tenant) ({frauds} >= {t.estimate_min_frauds})",
+            (recall_day, recall, frauds), "30m", "warning",
+            "Estimated recall of {{ $labels.tenant }} above {{ $labels.threshold }} dropped",
+            "Recall expected from corrected probabilities (CBPE, before labels) is {{ $value | printf \"%.2f\" }} "
+            f"below its 1-day average (bound {t.estimated_recall_drop}) for 30 minutes: check drift, a recent swap "
+            "and the calibration alert before trusting it."),
+        AlertRule(
+            "MuseflowEstimateUntrustworthy", f"{trusted} == 0", (trusted,), "1h", "warning",
+            "Label-free estimates of {{ $labels.tenant }} ({{ $labels.cohort }}) are not trustworthy",
+            "Corrected probabilities are miscalibrated on the labelled scores (ECE beyond its bound relative to the "
+            "fraud rate): estimated precision and recall of this tenant are biased; look for a prior shift, then "
+            "recalibrate (beta) or retrain."),
+        AlertRule(
+            "MuseflowPriorShift",
+            f"(({em} / {em_base} > {t.prior_shift_ratio}) or ({em} / {em_base} < {shift_low})) "
+            f"and on (tenant) ({frauds} >= {t.prior_shift_min_frauds})", (em, em_base, frauds),
+            "10m", "warning",
+            "Fraud rate of {{ $labels.tenant }} shifted",
+            "The prior-shift (EM) estimate of the fraud rate is {{ $value | printf \"%.2f\" }} times the baseline "
+            f"of the day before (bounds {shift_low} and {t.prior_shift_ratio}): corrected probabilities are "
+            "miscalibrated for this traffic, so estimates and alert rates will move; compare with the labelled "
+            "fraud rate as labels arrive."),
     ]
 
 

@@ -240,6 +240,46 @@ def models_dashboard() -> Dashboard:
                     Target(f"max by (tenant) (museflow_unlabelled_fraction{{{TENANT}}})", "{{tenant}}"),),
                       unit="percentunit"),
             )),
+            Row("Label-free estimates (CBPE, before labels arrive)", (
+                Panel("Precision: estimated vs labelled", (
+                    Target(f"avg by (tenant, threshold) (museflow_estimated_precision{{{TENANT}}})",
+                           "{{tenant}} > {{threshold}} estimated"),
+                    Target(f'max by (tenant, threshold) (museflow_labelled_precision{{{TENANT},cohort="_all"}})',
+                           "{{tenant}} > {{threshold}} labelled"),
+                ), unit="percentunit",
+                    description="Estimated from corrected probabilities over the monitor window; labelled over the "
+                                "latest joined labels (older traffic). They agree while calibration holds."),
+                Panel("Recall: estimated vs labelled", (
+                    Target(f"avg by (tenant, threshold) (museflow_estimated_recall{{{TENANT}}})",
+                           "{{tenant}} > {{threshold}} estimated"),
+                    Target(f'max by (tenant, threshold) (museflow_labelled_recall{{{TENANT},cohort="_all"}})',
+                           "{{tenant}} > {{threshold}} labelled"),
+                ), unit="percentunit"),
+                Panel("Estimated F1 and alert rate", (
+                    Target(f"avg by (tenant, threshold) (museflow_estimated_f1{{{TENANT}}})",
+                           "{{tenant}} > {{threshold}} F1"),
+                    Target(f"avg by (tenant, threshold) (museflow_estimated_alert_rate{{{TENANT}}})",
+                           "{{tenant}} > {{threshold}} alert rate"),
+                ), unit="percentunit"),
+                Panel("Fraud rate: mean p, EM, baseline, labelled", (
+                    Target(f"avg by (tenant, method) (museflow_estimated_base_rate{{{TENANT}}})",
+                           "{{tenant}} {{method}}"),
+                    Target(f'max by (tenant) (museflow_labelled_base_rate{{{TENANT},cohort="_all"}})',
+                           "{{tenant}} labelled"),
+                ), unit="percentunit",
+                    description="EM (Saerens) corrects the mean of p for a prior shift against the day-before "
+                                "baseline; EM / baseline beyond 1.5 or under 0.67 raises MuseflowPriorShift."),
+                Panel("Expected frauds in the window", (
+                    Target(f"sum by (tenant) (museflow_estimated_frauds{{{TENANT}}})", "{{tenant}}"),),
+                      description="Sum of corrected probabilities: how much evidence the estimates rest on."),
+                Panel("Calibration on labelled scores", (
+                    Target(f"max by (tenant, cohort) (museflow_calibration_ece{{{TENANT}}})",
+                           "{{tenant}} {{cohort}} ECE"),
+                    Target(f"min by (tenant, cohort) (museflow_calibration_trustworthy{{{TENANT}}})",
+                           "{{tenant}} {{cohort}} trusted"),
+                ), description="Trusted (1) when ECE / fraud rate is within the bound; NaN until enough labelled "
+                               "frauds (museflow.estimate.MIN_POSITIVES)."),
+            )),
             Row("Quantile maps", (
                 Panel("Map age", (
                     Target(f"time() - max by (model, tenant) "

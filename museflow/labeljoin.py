@@ -10,9 +10,12 @@ share of the window's scores still waiting for ground truth.
 
 Joined ``(score, is_fraud)`` pairs go to a fixed-size ring per (tenant, cohort) and per tenant
 (cohort ``_all``); :class:`LabelMetrics` computes precision, recall and F1 at each watch threshold
-and AUC from those rings with :mod:`museflow.performance`. The cohort is the label's own cohort
-when the labeller gives one, otherwise the score's intent; at most ``max_cohorts`` per tenant,
-the rest are ``_other``.
+and AUC from those rings with :mod:`museflow.performance`, and the realised fraud rate. When the
+score came with its corrected probability (``add_score(..., corrected=p)``), the ring keeps it too
+and the calibration the label-free estimates rest on is checked where the labels land:
+:func:`museflow.estimate.check_calibration` gives ECE and the trust verdict per (tenant, cohort).
+The cohort is the label's own cohort when the labeller gives one, otherwise the score's intent;
+at most ``max_cohorts`` per tenant, the rest are ``_other``.
 
 Time is the records' own time (score: event time; label: label time) held as a high-water mark,
 so a replay of the topics rebuilds the same state; callers clamp it to the wall clock.
@@ -29,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from museflow.estimate import Calibration, check_calibration
 from museflow.monitoring import threshold_label
 from museflow.performance import auc, confusion_at
 
@@ -47,55 +51,75 @@ class Joined:
     cohort: str
     score: float
     is_fraud: bool
+    corrected: float = math.nan
 
 
 class _Entry:
-    __slots__ = ("cohort", "is_fraud", "score", "tenant", "ts")
+    __slots__ = ("cohort", "corrected", "is_fraud", "score", "tenant", "ts")
 
     def __init__(self, tenant: str, cohort: str | None, score: float | None, is_fraud: bool | None,
-                 ts: float) -> None:
+                 ts: float, corrected: float = math.nan) -> None:
         self.tenant = tenant
         self.cohort = cohort
         self.score = score
         self.is_fraud = is_fraud
         self.ts = ts
+        self.corrected = corrected
 
 
 class _Pairs:
-    """The latest ``capacity`` joined (score, label) pairs of one (tenant, cohort)."""
+    """The latest ``capacity`` joined (score, label, corrected probability) of one (tenant, cohort)."""
 
-    __slots__ = ("_labels", "_next", "_scores", "capacity", "size")
+    __slots__ = ("_corrected", "_labels", "_next", "_scores", "capacity", "size")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._scores = np.empty(min(capacity, 1024), dtype=np.float64)
         self._labels = np.empty(min(capacity, 1024), dtype=np.bool_)
+        self._corrected = np.empty(min(capacity, 1024), dtype=np.float64)
         self._next = 0
         self.size = 0
 
-    def add(self, score: float, is_fraud: bool) -> None:
+    def add(self, score: float, is_fraud: bool, corrected: float = math.nan) -> None:
         if self._next >= self._scores.size and self._scores.size < self.capacity:
             grown = min(self.capacity, self._scores.size * 2)
             self._scores = np.resize(self._scores, grown)
             self._labels = np.resize(self._labels, grown)
+            self._corrected = np.resize(self._corrected, grown)
         i = self._next % self.capacity
         self._scores[i] = score
         self._labels[i] = is_fraud
+        self._corrected[i] = corrected
         self._next = i + 1
         self.size = min(self.size + 1, self.capacity)
 
     def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         return self._scores[: self.size], self._labels[: self.size]
 
+    def corrected(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """The pairs that came with a corrected probability: (p, is_fraud)."""
+        p, y = self._corrected[: self.size], self._labels[: self.size]
+        known = ~np.isnan(p)
+        return p[known], y[known]
+
 
 @dataclass(frozen=True)
 class Performance:
-    """Labelled performance of one (tenant, cohort): per threshold (precision, recall, F1), and AUC."""
+    """Labelled performance of one (tenant, cohort): per threshold (precision, recall, F1), AUC, calibration.
+
+    ``calibration`` is ``None`` when no joined score came with its corrected probability.
+    """
 
     samples: int
     positives: int
     at_threshold: dict[float, tuple[float, float, float]]
     auc: float
+    calibration: Calibration | None = None
+
+    @property
+    def fraud_rate(self) -> float:
+        """The realised fraud rate of the labelled scores."""
+        return self.positives / self.samples if self.samples else math.nan
 
 
 class LabelJoin:
@@ -125,21 +149,24 @@ class LabelJoin:
     def __len__(self) -> int:
         return len(self._store)
 
-    def add_score(self, event_id: str, tenant: str, score: float, ts: float, *, cohort: str = "") -> Joined | None:
-        """A served score; returns the join when its label was already waiting."""
+    def add_score(self, event_id: str, tenant: str, score: float, ts: float, *, cohort: str = "",
+                  corrected: float | None = None) -> Joined | None:
+        """A served score (and its corrected probability, for the calibration check); the join if its label waited."""
         self._advance(ts)
         entry = self._store.get(event_id)
         if entry is not None and entry.score is not None:
             self.duplicates += 1
             return None
         self.scores_in_window[tenant] = self.scores_in_window.get(tenant, 0) + 1
+        p = math.nan if corrected is None else float(corrected)
         if entry is None:
-            self._store[event_id] = _Entry(tenant, cohort, float(score), None, ts)
+            self._store[event_id] = _Entry(tenant, cohort, float(score), None, ts, p)
             self.scores_waiting[tenant] = self.scores_waiting.get(tenant, 0) + 1
             self._bound()
             return None
         self.labels_waiting -= 1
         entry.score = float(score)
+        entry.corrected = p
         entry.tenant = tenant
         entry.cohort = entry.cohort or cohort
         entry.ts = ts
@@ -173,9 +200,9 @@ class LabelJoin:
             pairs = self._pairs.get(key)
             if pairs is None:
                 pairs = self._pairs[key] = _Pairs(self.history)
-            pairs.add(entry.score, entry.is_fraud)
+            pairs.add(entry.score, entry.is_fraud, entry.corrected)
         self.joined[tenant] = self.joined.get(tenant, 0) + 1
-        return Joined(event_id, tenant, cohort, entry.score, entry.is_fraud)
+        return Joined(event_id, tenant, cohort, entry.score, entry.is_fraud, entry.corrected)
 
     def _cohort(self, tenant: str, cohort: str) -> str:
         cohort = cohort or OTHER_COHORT
@@ -232,7 +259,7 @@ class LabelJoin:
         yield from sorted(self._pairs)
 
     def performance(self, tenant: str, cohort: str, thresholds: Sequence[float]) -> Performance | None:
-        """Precision/recall/F1 at each threshold and AUC over the latest joined pairs."""
+        """Precision/recall/F1 at each threshold, AUC and calibration over the latest joined pairs."""
         pairs = self._pairs.get((tenant, cohort))
         if pairs is None or pairs.size == 0:
             return None
@@ -241,7 +268,9 @@ class LabelJoin:
         for tau in thresholds:
             c = confusion_at(scores, labels, float(tau))
             at[float(tau)] = (c.precision, c.recall, c.f1)
-        return Performance(int(scores.size), int(np.count_nonzero(labels)), at, auc(scores, labels))
+        p, y = pairs.corrected()
+        calibration = check_calibration(p, y) if p.size else None
+        return Performance(int(scores.size), int(np.count_nonzero(labels)), at, auc(scores, labels), calibration)
 
 
 class LabelMetrics:
@@ -261,6 +290,15 @@ class LabelMetrics:
                          ["tenant", "cohort"], registry=registry)
         self.samples = Gauge("museflow_labelled_samples", "Labelled scores the performance gauges are computed on.",
                              ["tenant", "cohort"], registry=registry)
+        self.base_rate = Gauge("museflow_labelled_base_rate", "Realised fraud rate of the latest labelled scores.",
+                               ["tenant", "cohort"], registry=registry)
+        self.ece = Gauge("museflow_calibration_ece",
+                         "Expected calibration error of corrected probabilities over the latest labelled scores.",
+                         ["tenant", "cohort"], registry=registry)
+        self.trustworthy = Gauge("museflow_calibration_trustworthy",
+                                 "1 when calibration supports the label-free estimates (ECE / fraud rate within the "
+                                 "bound), 0 when not, NaN while too few labelled frauds to judge.",
+                                 ["tenant", "cohort"], registry=registry)
         self.joined = Counter("museflow_labels_joined_total", "Labels joined to their served score.",
                               ["tenant"], registry=registry)
         self.unlabelled = Gauge("museflow_unlabelled_fraction",
@@ -302,6 +340,12 @@ class LabelMetrics:
                 continue
             label = self.tenant_label(tenant)
             self.samples.labels(label, cohort).set(performance.samples)
+            self.base_rate.labels(label, cohort).set(performance.fraud_rate)
+            calibration = performance.calibration
+            if calibration is not None:
+                self.ece.labels(label, cohort).set(calibration.ece)
+                verdict = calibration.trustworthy
+                self.trustworthy.labels(label, cohort).set(math.nan if verdict is None else float(verdict))
             for tau, (p, r, f) in performance.at_threshold.items():
                 text = threshold_label(tau)
                 self.precision.labels(label, cohort, text).set(p)

@@ -88,6 +88,29 @@ class PipelineMetrics:
         self.drift_js = Gauge(
             "museflow_score_drift_js", "Jensen-Shannon divergence of recent mapped scores against the reference.",
             ["tenant"], registry=r)
+        self.estimated_precision = Gauge(
+            "museflow_estimated_precision",
+            "Precision at a watch threshold expected from corrected probabilities (CBPE) over the recent window.",
+            ["tenant", "threshold"], registry=r)
+        self.estimated_recall = Gauge(
+            "museflow_estimated_recall",
+            "Recall at a watch threshold expected from corrected probabilities (CBPE) over the recent window.",
+            ["tenant", "threshold"], registry=r)
+        self.estimated_f1 = Gauge(
+            "museflow_estimated_f1", "F1 at a watch threshold expected from corrected probabilities (CBPE).",
+            ["tenant", "threshold"], registry=r)
+        self.estimated_alert_rate = Gauge(
+            "museflow_estimated_alert_rate",
+            "Share of the recent scores CBPE is computed on that are above a watch threshold.",
+            ["tenant", "threshold"], registry=r)
+        self.estimated_frauds = Gauge(
+            "museflow_estimated_frauds", "Frauds expected in the recent window: the sum of corrected probabilities.",
+            ["tenant"], registry=r)
+        self.estimated_base_rate = Gauge(
+            "museflow_estimated_base_rate",
+            "Fraud rate from unlabelled traffic (method: mean of corrected probabilities, em = prior-shift "
+            "adjusted by Saerens EM, baseline = mean over the day before the window).",
+            ["tenant", "method"], registry=r)
         self.rebalances = Counter(
             "museflow_rebalances_total", "Partition assignments the hot loops of this worker received.",
             ["role"], registry=r)

@@ -8,6 +8,14 @@ buckets of *fine* bin counts: the fine edges are the union of the reference's dr
 ``museflow_score_drift_js`` are recomputed from the window at most every
 ``publish_interval_seconds``, with :func:`museflow.drift.psi` and :func:`museflow.drift.jensen_shannon`.
 
+When the caller also passes the events' corrected probabilities (``observe(..., corrected=p)``),
+an :class:`museflow.estimate.EstimateWindow` beside the bin counts keeps the CBPE sums, so the
+same publication sets ``museflow_estimated_{precision,recall,f1,alert_rate}`` per tenant and
+threshold (expected counts of the tenant's routes added up), ``museflow_estimated_frauds`` and
+``museflow_estimated_base_rate`` (mean p, Saerens EM, and the baseline EM is measured against:
+the mean p over ``baseline_seconds`` before the window, kept per route across window rebuilds).
+An undefined estimate (precision with no alerts) removes its series instead of exporting NaN.
+
 A score counts as an alert when strictly above a threshold (thresholds are placed at
 ``nextafter(tau, +inf)``, and a score equal to an edge falls in the bin above), the same
 convention as :mod:`museflow.performance` and :func:`museflow.drift.alert_rates`.
@@ -21,13 +29,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from museflow.drift import DEFAULT_EPSILON, DriftBins, jensen_shannon, psi
+from museflow.estimate import EstimateWindow, WindowEstimate, combine_estimates
 from museflow.metrics import PipelineMetrics
 from museflow.reference import ReferenceDistribution
+from museflow.window import BucketRing
 
 __all__ = ["ScoreMonitor", "TenantScoreStats", "threshold_label"]
 
@@ -42,46 +53,24 @@ def threshold_label(threshold: float) -> str:
 
 @dataclass(frozen=True)
 class TenantScoreStats:
-    """What the window of one tenant says right now (rates are nan when the window is empty)."""
+    """What the window of one tenant says right now (rates are nan when the window is empty).
+
+    ``estimate`` holds the label-free estimates when the route's batches came with corrected probabilities.
+    """
 
     count: int
     mapped_alert_rates: dict[float, float]
     raw_alert_rates: dict[float, float]
     psi: float
     js: float
-
-
-class _Ring:
-    """Bin counts per time bucket; a bucket is reset when its slot comes round again."""
-
-    __slots__ = ("counts", "epochs", "span")
-
-    def __init__(self, n_bins: int, buckets: int, span: float) -> None:
-        self.counts = np.zeros((buckets, n_bins), dtype=np.int64)
-        self.epochs = np.full(buckets, -(2**62), dtype=np.int64)
-        self.span = span
-
-    def add(self, bins: IntArray, now: float) -> None:
-        epoch = int(now // self.span)
-        slot = epoch % self.epochs.size
-        if self.epochs[slot] != epoch:
-            if epoch < self.epochs[slot]:
-                return  # older than everything the slot holds: outside the window
-            self.epochs[slot] = epoch
-            self.counts[slot] = 0
-        self.counts[slot] += np.bincount(bins, minlength=self.counts.shape[1])
-
-    def total(self, now: float) -> IntArray:
-        epoch = int(now // self.span)
-        live = self.epochs > epoch - self.epochs.size
-        return np.asarray(self.counts[live].sum(axis=0), dtype=np.int64)
+    estimate: WindowEstimate | None = None
 
 
 class _TenantWindow:
     """Sliding-window state of one tenant for one (thresholds, reference) configuration."""
 
-    __slots__ = ("bins", "drift_index", "fine_edges", "key", "mapped", "mapped_above", "raw", "raw_edges",
-                 "seen", "thresholds")
+    __slots__ = ("bins", "drift_index", "estimates", "fine_edges", "key", "mapped", "mapped_above", "raw",
+                 "raw_edges", "seen", "thresholds")
 
     def __init__(self, key: tuple[str, int] | None, thresholds: tuple[float, ...], bins: DriftBins | None,
                  buckets: int, span: float) -> None:
@@ -96,15 +85,18 @@ class _TenantWindow:
         lower = np.concatenate([[-np.inf], self.fine_edges])  # lower bound of fine bin i
         self.drift_index: IntArray = np.searchsorted(drift_edges, lower, side="right").astype(np.int64)
         self.mapped_above = lower[None, :] >= cuts[:, None]  # threshold k x fine bin i
-        self.mapped = _Ring(self.fine_edges.size + 1, buckets, span)
-        self.raw = _Ring(self.raw_edges.size + 1, buckets, span)
+        self.mapped = BucketRing(self.fine_edges.size + 1, buckets, span, np.int64)
+        self.raw = BucketRing(self.raw_edges.size + 1, buckets, span, np.int64)
+        self.estimates: EstimateWindow | None = None
 
     def add(self, mapped: FloatArray, raw: FloatArray, now: float) -> None:
-        self.mapped.add(np.searchsorted(self.fine_edges, mapped, side="right"), now)
+        fine = np.searchsorted(self.fine_edges, mapped, side="right")
+        self.mapped.add(np.bincount(fine, minlength=self.fine_edges.size + 1), now)
         if raw.size:
-            self.raw.add(np.searchsorted(self.raw_edges, raw, side="right"), now)
+            bins = np.searchsorted(self.raw_edges, raw, side="right")
+            self.raw.add(np.bincount(bins, minlength=self.raw_edges.size + 1), now)
 
-    def stats(self, now: float, epsilon: float) -> TenantScoreStats:
+    def stats(self, now: float, epsilon: float, min_samples: int = 1) -> TenantScoreStats:
         fine = self.mapped.total(now)
         n = int(fine.sum())
         raw = self.raw.total(now)
@@ -123,7 +115,8 @@ class _TenantWindow:
             counts = np.bincount(self.drift_index, weights=fine, minlength=self.bins.size)
             drift_psi = psi(counts, self.bins.expected, epsilon)
             drift_js = jensen_shannon(counts, self.bins.expected, epsilon)
-        return TenantScoreStats(n, mapped_rates, raw_rates, drift_psi, drift_js)
+        estimate = self.estimates.estimate(now, min_samples) if self.estimates is not None else None
+        return TenantScoreStats(n, mapped_rates, raw_rates, drift_psi, drift_js, estimate)
 
 
 class ScoreMonitor:
@@ -132,14 +125,18 @@ class ScoreMonitor:
     ``observe`` is the hot path (a few numpy calls per batch); gauges are refreshed at most every
     ``publish_interval_seconds`` from inside ``observe`` or by calling :meth:`publish`. Drift is
     published once the window holds ``min_drift_samples`` scores; below that PSI is mostly noise.
+    The EM base rate needs as many in the window and in the ``baseline_seconds`` before it.
     """
 
     def __init__(self, metrics: PipelineMetrics, window_seconds: float = 600.0, *, buckets: int = 10,
                  publish_interval_seconds: float = 5.0, min_drift_samples: int = 100,
                  epsilon: float = DEFAULT_EPSILON, clock: Callable[[], float] = time.monotonic,
-                 publish_on_scrape: bool = True) -> None:
+                 publish_on_scrape: bool = True, baseline_seconds: float = 86400.0) -> None:
         if not window_seconds > 0 or buckets < 1:
             raise ValueError(f"ScoreMonitor(window_seconds={window_seconds}, buckets={buckets}) needs both > 0")
+        if not baseline_seconds >= window_seconds:
+            raise ValueError(f"ScoreMonitor(baseline_seconds={baseline_seconds}) must cover at least the window "
+                             f"({window_seconds} s)")
         self.metrics = metrics
         self.window_seconds = float(window_seconds)
         self.publish_interval_seconds = float(publish_interval_seconds)
@@ -151,6 +148,9 @@ class ScoreMonitor:
         self._tenants: dict[tuple[str, str], _TenantWindow] = {}
         self._bins: dict[tuple[str, int], DriftBins] = {}
         self._published: dict[str, tuple[str, ...]] = {}
+        self._estimated: dict[str, tuple[str, ...]] = {}
+        self._baseline_buckets = max(1, math.ceil(baseline_seconds / self.window_seconds))
+        self._baselines: dict[tuple[str, str], BucketRing] = {}
         self._next_publish = clock() + self.publish_interval_seconds
         self._lock = threading.Lock()
         if publish_on_scrape:
@@ -158,15 +158,31 @@ class ScoreMonitor:
 
     def observe(self, tenant: str, mapped_scores: npt.ArrayLike, raw_scores: npt.ArrayLike,
                 watch_thresholds: Sequence[float], reference: ReferenceDistribution | None,
-                intent: str = "") -> None:
-        """Add one batch of a tenant's served scores (mapped onto its reference, and raw model output)."""
+                intent: str = "", *, corrected: npt.ArrayLike | None = None) -> None:
+        """Add one batch of a tenant's served scores (mapped onto its reference, and raw model output).
+
+        ``corrected``: the same events' probabilities after posterior correction, aligned with
+        ``mapped_scores``; when given, they feed the label-free estimates (CBPE and base rate).
+        """
         now = self._clock()
+        mapped = np.asarray(mapped_scores, dtype=np.float64).ravel()
         with self._lock:
             window = self._window(tenant, watch_thresholds, reference, intent)
-            window.add(np.asarray(mapped_scores, dtype=np.float64).ravel(),
-                       np.asarray(raw_scores, dtype=np.float64).ravel(), now)
+            window.add(mapped, np.asarray(raw_scores, dtype=np.float64).ravel(), now)
+            if corrected is not None:
+                if window.estimates is None:
+                    window.estimates = EstimateWindow(window.thresholds, self._buckets, self._span,
+                                                      baseline=self._baseline(tenant, intent))
+                window.estimates.add(corrected, mapped, now)
         if now >= self._next_publish:
             self.publish(now)
+
+    def _baseline(self, tenant: str, intent: str) -> BucketRing:
+        """The route's (events, sum of p) over ``baseline_seconds``, in buckets of one window."""
+        ring = self._baselines.get((tenant, intent))
+        if ring is None:
+            ring = self._baselines[(tenant, intent)] = BucketRing(2, self._baseline_buckets, self.window_seconds)
+        return ring
 
     def publish_if_due(self) -> None:
         """Publish when the interval has passed (scrapes call it, so gauges age out without traffic)."""
@@ -206,13 +222,20 @@ class ScoreMonitor:
 
     def _windows_of(self, tenant: str, now: float) -> list[tuple[_TenantWindow, TenantScoreStats]]:
         """The tenant's windows with their figures, fewest samples first (the busiest one wins ties)."""
-        found = [(w, w.stats(now, self._epsilon)) for (t, _), w in self._tenants.items() if t == tenant]
+        found = [(w, w.stats(now, self._epsilon, self.min_drift_samples))
+                 for (t, _), w in self._tenants.items() if t == tenant]
         return sorted(found, key=lambda pair: pair[1].count)
 
     def stats(self, tenant: str, now: float | None = None) -> TenantScoreStats | None:
         """The tenant's current window figures, or ``None`` for a tenant never observed."""
         windows = self._windows_of(tenant, self._clock() if now is None else now)
         return windows[-1][1] if windows else None
+
+    def estimate(self, tenant: str, now: float | None = None) -> WindowEstimate | None:
+        """The tenant's label-free estimates over all its routes (expected counts added), or ``None`` without any."""
+        windows = self._windows_of(tenant, self._clock() if now is None else now)
+        found = [st.estimate for _, st in windows if st.estimate is not None and st.estimate.samples > 0]
+        return combine_estimates(found) if found else None
 
     def publish(self, now: float | None = None) -> None:
         """Recompute every tenant's gauges from its window; a tenant whose window emptied loses its series."""
@@ -243,6 +266,35 @@ class ScoreMonitor:
             if window.bins is not None and stats.count >= self.min_drift_samples:
                 m.drift_psi.labels(label).set(stats.psi)
                 m.drift_js.labels(label).set(stats.js)
+            found = [st.estimate for _, st in windows if st.estimate is not None and st.estimate.samples > 0]
+            self._publish_estimate(label, combine_estimates(found) if found else None)
+
+    def _publish_estimate(self, label: str, estimate: WindowEstimate | None) -> None:
+        """Set (or retire) one tenant's label-free gauges; an undefined value removes its series."""
+        m = self.metrics
+        shown = tuple(sorted(threshold_label(t) for t in estimate.expected)) if estimate is not None else ()
+        for text in self._estimated.get(label, ()):
+            if text not in shown:
+                for gauge in (m.estimated_precision, m.estimated_recall, m.estimated_f1, m.estimated_alert_rate):
+                    _set(gauge, (label, text), math.nan)
+        if estimate is None:
+            self._estimated.pop(label, None)
+            _set(m.estimated_frauds, (label,), math.nan)
+            for method in ("mean", "em", "baseline"):
+                _set(m.estimated_base_rate, (label, method), math.nan)
+            return
+        self._estimated[label] = shown
+        for tau, expected in estimate.expected.items():
+            text = threshold_label(tau)
+            _set(m.estimated_precision, (label, text), expected.precision)
+            _set(m.estimated_recall, (label, text), expected.recall)
+            _set(m.estimated_f1, (label, text), expected.f1)
+            _set(m.estimated_alert_rate, (label, text), expected.alert_rate)
+        _set(m.estimated_frauds, (label,), estimate.samples * estimate.mean_probability)
+        _set(m.estimated_base_rate, (label, "mean"), estimate.mean_probability)
+        prior = estimate.prior
+        _set(m.estimated_base_rate, (label, "em"), prior.prior if prior is not None else math.nan)
+        _set(m.estimated_base_rate, (label, "baseline"), prior.baseline if prior is not None else math.nan)
 
     def _retire(self, label: str, keep: tuple[str, ...]) -> None:
         """Remove series of thresholds no longer watched (all of them, and drift, when ``keep`` is empty)."""
@@ -258,6 +310,16 @@ class ScoreMonitor:
             for gauge in (m.drift_psi, m.drift_js):
                 with contextlib.suppress(KeyError):
                     gauge.remove(label)
+            self._publish_estimate(label, None)
+
+
+def _set(gauge: Any, labels: tuple[str, ...], value: float) -> None:
+    """Set a gauge child, or remove it when the value is undefined (NaN would poison averages over time)."""
+    if math.isnan(value):
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
+    else:
+        gauge.labels(*labels).set(value)
 
 
 class _PublishWhenDue:

@@ -346,6 +346,7 @@ class ScorerStep:
             n_served = 0
             served_mapped: list[float] = []
             served_raw: list[float] = []
+            served_corrected: list[float] = []
             for k, j in enumerate(positions):
                 row = rows[j]
                 role = task.roles[j]
@@ -386,6 +387,7 @@ class ScorerStep:
                 latency.observe(max(0.0, (scored_ms - event_time) / 1000))
                 served_mapped.append(score)
                 served_raw.append(raw)
+                served_corrected.append(corrected)
             for log in log_batches.values():
                 pending.log_to.append((score_log, log_key))
                 pending.log.append(log)
@@ -396,7 +398,8 @@ class ScorerStep:
                 metrics.child(metrics.events_out, tenant, intent).inc(n_served)
             if self.monitor is not None and served_mapped and route is not None:
                 self.monitor.observe(tenant, np.asarray(served_mapped), np.asarray(served_raw),
-                                     route.watch_thresholds, state.reference(route.reference), intent=intent)
+                                     route.watch_thresholds, state.reference(route.reference), intent=intent,
+                                     corrected=np.asarray(served_corrected))
 
     def _watched(self, model: LoadedModel) -> tuple[tuple[str, str], ...]:
         """(feature name, event source field) of the features the spec asks to monitor."""

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from museflow.errors import MapError, RouteError, ValidationError
+from museflow.estimate import check_calibration
 from museflow.performance import confusion_at
 from museflow.qmap import QuantileMap
 from museflow.refit import ExactSample, fit_map
@@ -273,7 +274,14 @@ def build_report(rehearsal: Rehearsal, maps: Mapping[tuple[str, str], QuantileMa
                             predicted,
                             (low, high), float(np.mean(cols["candidate"] > tau)), int(only_champion.size),
                             int(only_candidate.size), sample, precision, recall, verdict))
+        calibration = {}
+        if y.size:  # how far CBPE (museflow.estimate) can be trusted for each model on this route
+            for who in ("champion", "candidate"):
+                cal = check_calibration(cols[who][known], y)
+                calibration[who] = {"ece": cal.ece, "relative_ece": cal.relative_ece, "frauds": cal.positives,
+                                    "trustworthy": cal.trustworthy}
         routes[name] = {"samples": n, "labelled": int(y.size), "rank_agreement": rho, "probability_ratio": ratio,
+                        "calibration": calibration,
                         "verdict": "ok" if not problems else "; ".join(problems)}
     return RehearsalReport(str(rehearsal.candidate), window, rows, routes, map_info)
 
@@ -330,10 +338,15 @@ def write_report(report: RehearsalReport, out_dir: Path) -> Path:
              "on these scores. *predicted* is the alert rate the candidate will have once it serves with that "
              "map (95% interval); *raw* is its corrected probability above the threshold without a map; "
              "*flips* are events alerted by one model and not the other.", "",
-             "| route | events | labelled | rank agreement | verdict |", "|---|---|---|---|---|"]
+             "| route | events | labelled | rank agreement | calibration ECE / fraud rate (champion, candidate) "
+             "| verdict |", "|---|---|---|---|---|---|"]
     for name, info in report.routes.items():
+        cal = info.get("calibration") or {}
+        ece = (", ".join(f"{cal[w]['relative_ece']:.2f}" + ("" if cal[w]["trustworthy"] is None else
+                                                            " ok" if cal[w]["trustworthy"] else " untrustworthy")
+                         for w in ("champion", "candidate")) if cal else "no labels")
         lines.append(f"| {name} | {info['samples']:,} | {info.get('labelled', 0):,} | "
-                     f"{info['rank_agreement']:.3f} | {info['verdict']} |")
+                     f"{info['rank_agreement']:.3f} | {ece} | {info['verdict']} |")
     lines += ["", "| route | threshold | target | champion now | predicted | interval | raw | flips champion-only | "
               "flips candidate-only | precision (champion / candidate) | recall (champion / candidate) | verdict |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -144,14 +144,22 @@ def show(bootstrap_servers: str | None, topic_prefix: str | None, model: str) ->
 @click.option("--by", default="cli", show_default=True)
 @click.option("--if-version", type=int, default=None,
               help="Refuse unless the route is still at this version (the one you read).")
+@click.option("--require-recall", "recall_margin", type=float, default=None, metavar="MARGIN",
+              help="Also refuse while the candidate's estimated recall (CBPE on its shadow or canary traffic, no "
+                   "labels needed) at any of the route's thresholds is more than MARGIN below the champion's "
+                   "(0.03 is about three standard errors of a few hours of shadow traffic).")
+@click.option("--recall-window", "recall_window_s", type=float, default=3600.0, show_default=True,
+              help="Seconds of score log the recall gate reads.")
 def promote(bootstrap_servers: str | None, topic_prefix: str | None, route: str, candidate: str,
-            allow_pooled: bool, by: str, if_version: int | None) -> None:
+            allow_pooled: bool, by: str, if_version: int | None, recall_margin: float | None,
+            recall_window_s: float) -> None:
     """Make CANDIDATE (NAME@VERSION) the champion of ROUTE (TENANT/INTENT), once its maps are fitted."""
     from museflow.control.plane import promote as promote_candidate
     from museflow.routing import ModelRef
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     promoted = promote_candidate(settings, route, ModelRef.parse(candidate), by=by, allow_pooled=allow_pooled,
-                                 if_version=if_version)
+                                 if_version=if_version, recall_margin=recall_margin,
+                                 recall_window_s=recall_window_s, explain=click.echo)
     click.echo(f"route {route} v{promoted.version}: champion {promoted.champion} "
                f"(rollback: museflow routes rollback {route})")

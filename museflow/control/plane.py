@@ -12,13 +12,14 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from museflow.config import Settings
 from museflow.errors import ConflictError, RouteError, SpecError
+from museflow.estimate import GateReport
 from museflow.kafka.control import ControlTransaction, control_decoder, load_control_state, publish_control
 from museflow.qmap import QuantileMap, map_key
 from museflow.reference import ReferenceDistribution
@@ -34,6 +35,7 @@ __all__ = [
     "publish_reference",
     "publish_route",
     "read_state",
+    "recall_gate",
     "retire",
     "rollback",
     "set_routes",
@@ -119,9 +121,34 @@ def set_routes(settings: Settings, routes: Sequence[Route], *, by: str = "cli",
     return published
 
 
+def recall_gate(settings: Settings, state: PipelineState, route: Route, candidate: ModelRef, *,
+                margin: float, since_s: float) -> GateReport:
+    """Estimated recall (CBPE, :mod:`museflow.estimate`) of champion and candidate at the route's
+    thresholds, on the shadow or canary traffic of the last ``since_s`` seconds. The candidate's
+    scores are mapped with the map it will serve with, so both alert at the same rates."""
+    from museflow.estimate import TenantScores, gate_scores, scores_by_tenant
+    from museflow.kafka.scorelog import read_score_log
+
+    tenant, intent = route.tenant, route.intent
+    records = read_score_log(settings, since_ms=int((time.time() - since_s) * 1000), where=lambda r: (
+        r["tenant"] == tenant and r["intent"] == intent))
+    champion, theirs = scores_by_tenant(records, (route.champion.name, route.champion.version),
+                                        (candidate.name, candidate.version))
+    serving = state.maps.resolve(candidate.name, candidate.version, tenant, intent, reference=route.reference)
+    if tenant in theirs:
+        scores = theirs[tenant]
+        theirs[tenant] = TenantScores(scores.corrected, serving.apply(scores.corrected), scores.event_ids)
+    reference = state.reference(route.reference)
+    taus = route.watch_thresholds or tuple(float(t) for t in reference.threshold_for((0.05, 0.01)))
+    return gate_scores(champion, theirs, {tenant: taus}, margin=margin)
+
+
 def promote(settings: Settings, key: str, candidate: ModelRef, *, by: str = "cli", allow_pooled: bool = False,
-            if_version: int | None = None) -> Route:
-    """The route's candidate becomes champion, refused until its quantile maps are fitted."""
+            if_version: int | None = None, recall_margin: float | None = None,
+            recall_window_s: float = 3600.0, explain: Callable[[str], None] | None = None) -> Route:
+    """The route's candidate becomes champion, refused until its quantile maps are fitted and, with
+    ``recall_margin``, while its estimated recall at the route's thresholds is more than the margin
+    below the champion's (:func:`recall_gate`; ``explain`` receives the gate's table)."""
     tenant, _, intent = key.partition("/")
     with transaction(settings) as txn:
         state = _state(txn)
@@ -137,6 +164,11 @@ def promote(settings: Settings, key: str, candidate: ModelRef, *, by: str = "cli
                 f"refusing to promote {candidate} on {key}: its quantile map for tenant {tenant!r} onto the route's "
                 f"reference {current.reference} is not fitted yet{hint}. Keep it in shadow until the refit agent "
                 "publishes it (museflow maps list)")
+        if recall_margin is not None:
+            gate = recall_gate(settings, state, current, candidate, margin=recall_margin, since_s=recall_window_s)
+            if explain is not None:
+                explain(gate.table())
+            gate.raise_if_refused()
         promoted = replace(current.promoted(candidate, by=by),
                            version=state.routes.latest_version(tenant, intent) + 1)
         return _send_route(settings, txn, promoted)

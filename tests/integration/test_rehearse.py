@@ -20,6 +20,7 @@ import pytest
 from museflow.config import Settings
 from museflow.control.plane import promote, read_state
 from museflow.control.rehearse import rehearse
+from museflow.errors import RefitRefused
 from museflow.kafka.clients import make_producer, read_topic
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.loadgen import TransactionGenerator
@@ -83,6 +84,10 @@ def test_rehearsal_flags_the_broken_tenant_publishes_maps_and_predicts_the_live_
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
+    tables: list[str] = []
+    with pytest.raises(RefitRefused, match="insufficient-data"):  # no shadow traffic yet to estimate recall on
+        promote(settings, f"acme-bank/{CNP}", V2, by="test", recall_margin=0.03, explain=tables.append)
+    assert tables and "REFUSE" in tables[0]
     for tenant in ("acme-bank", "globex-pay"):
         promote(settings, f"{tenant}/{CNP}", V2, by="test")  # on the rehearsal's maps, before any shadow map
     worker = WorkerProcess(settings.replace(new_group_start="latest"), roles=("router", "scorer"),

@@ -142,3 +142,32 @@ def test_single_class_leaves_auc_unset_and_evictions_are_exported() -> None:
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         LabelJoin(max_entries=0)
+
+
+def test_corrected_probabilities_give_calibration_and_the_realised_fraud_rate() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    join = LabelJoin(history=50_000)
+    p = rng.beta(0.5, 12.0, size=40_000)
+    y = rng.random(p.size) < p
+    for i, (prob, fraud) in enumerate(zip(p, y, strict=True)):
+        join.add_score(f"e{i}", "acme", float(prob), ts=float(i), cohort="cnp", corrected=float(prob))
+        joined = join.add_label(f"e{i}", bool(fraud), ts=float(i))
+        assert joined is not None and joined.corrected == float(prob)
+    join.add_score("plain", "globex", 0.9, ts=1.0)
+    join.add_label("plain", True, ts=2.0)
+    performance = join.performance("acme", ALL_COHORTS, (0.5,))
+    assert performance is not None and performance.calibration is not None
+    assert performance.calibration.trustworthy is True and performance.fraud_rate == pytest.approx(y.mean())
+    plain = join.performance("globex", ALL_COHORTS, (0.5,))
+    assert plain is not None and plain.calibration is None
+
+    registry = CollectorRegistry()
+    LabelMetrics(registry).publish(join, lambda tenant: (0.5,))
+    labels = {"tenant": "acme", "cohort": ALL_COHORTS}
+    assert registry.get_sample_value("museflow_calibration_ece", labels) == pytest.approx(performance.calibration.ece)
+    assert registry.get_sample_value("museflow_calibration_trustworthy", labels) == 1.0
+    assert registry.get_sample_value("museflow_labelled_base_rate", labels) == pytest.approx(y.mean())
+    assert registry.get_sample_value("museflow_calibration_ece", {"tenant": "globex", "cohort": ALL_COHORTS}) is None
+    assert registry.get_sample_value("museflow_labelled_base_rate", {"tenant": "globex", "cohort": ALL_COHORTS}) == 1.0

@@ -192,3 +192,94 @@ def test_two_intents_on_different_references_keep_their_own_windows(setup) -> No
     monitor.publish()
     assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.4", kind="mapped") == 0.5
     assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 1.0
+
+
+def test_corrected_probabilities_publish_cbpe_and_base_rate_per_tenant_and_threshold(setup) -> None:  # type: ignore[no-untyped-def]
+    from museflow.estimate import expected_confusion
+
+    metrics, monitor, _clock = setup
+    p = np.array([0.9, 0.6, 0.2, 0.1, 0.05])
+    mapped = np.array([0.995, 0.95, 0.95, 0.5, 0.2])
+    taus = (0.9, 0.99)
+    monitor.observe("acme", mapped, p, taus, None, "cnp", corrected=p)
+    monitor.publish()
+    expected = expected_confusion(p, mapped, taus)
+    for tau in taus:
+        labels = {"tenant": "acme", "threshold": threshold_label(tau)}
+        assert value(metrics, "museflow_estimated_precision", **labels) == pytest.approx(expected[tau].precision)
+        assert value(metrics, "museflow_estimated_recall", **labels) == pytest.approx(expected[tau].recall)
+        assert value(metrics, "museflow_estimated_f1", **labels) == pytest.approx(expected[tau].f1)
+        assert value(metrics, "museflow_estimated_alert_rate", **labels) == pytest.approx(expected[tau].alert_rate)
+    assert value(metrics, "museflow_estimated_frauds", tenant="acme") == pytest.approx(p.sum())
+    assert value(metrics, "museflow_estimated_base_rate", tenant="acme", method="mean") == pytest.approx(p.mean())
+    assert value(metrics, "museflow_estimated_base_rate", tenant="acme", method="em") is None  # too few samples
+
+
+def test_without_corrected_probabilities_no_estimate_is_published(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
+    monitor.observe("acme", np.array([0.95, 0.1]), np.array([0.95, 0.1]), (0.9,), None)
+    monitor.publish()
+    assert value(metrics, "museflow_alert_rate", tenant="acme", threshold="0.9", kind="mapped") == 0.5
+    assert value(metrics, "museflow_estimated_recall", tenant="acme", threshold="0.9") is None
+    assert monitor.estimate("acme") is None
+
+
+def test_intents_add_expected_counts_and_undefined_precision_has_no_series(setup) -> None:  # type: ignore[no-untyped-def]
+    metrics, monitor, _clock = setup
+    monitor.observe("acme", np.array([0.95, 0.1]), np.array([0.0, 0.0]), (0.9,), None, "cnp",
+                    corrected=np.array([0.8, 0.1]))
+    monitor.observe("acme", np.array([0.5]), np.array([0.0]), (0.9, 0.99), None, "ato", corrected=np.array([0.3]))
+    monitor.publish()
+    estimate = monitor.estimate("acme")
+    assert estimate is not None and estimate.samples == 3
+    assert value(metrics, "museflow_estimated_recall", tenant="acme", threshold="0.9") == pytest.approx(0.8 / 1.2)
+    assert value(metrics, "museflow_estimated_recall", tenant="acme", threshold="0.99") == 0.0
+    assert value(metrics, "museflow_estimated_precision", tenant="acme", threshold="0.99") is None  # no alerts
+
+
+def test_em_base_rate_is_measured_against_the_day_before_the_window_and_series_retire() -> None:
+    metrics = PipelineMetrics()
+    metrics.set_known(["acme"], ["cnp"])
+    clock = Clock()
+    monitor = ScoreMonitor(metrics, 60.0, buckets=6, clock=clock, baseline_seconds=3600.0, min_drift_samples=100,
+                           publish_on_scrape=False)
+    rng = np.random.default_rng(3)
+
+    def traffic(n: int, rate: float) -> np.ndarray:
+        y = rng.random(n) < rate
+        x = rng.standard_normal(n) + 2.5 * y
+        return np.asarray(1 / (1 + np.exp(-(math.log(0.01 / 0.99) + 2.5 * x - 3.125))))
+
+    for _ in range(30):  # 30 minutes at 1%, the model's prior
+        p = traffic(4000, 0.01)
+        monitor.observe("acme", p, p, (0.99,), None, "cnp", corrected=p)
+        clock.now += 60
+    for _ in range(6):  # then 3%: one full window
+        p = traffic(20000, 0.03)
+        monitor.observe("acme", p, p, (0.99,), None, "cnp", corrected=p)
+        clock.now += 10
+    clock.now -= 1
+    monitor.publish()
+    em = value(metrics, "museflow_estimated_base_rate", tenant="acme", method="em")
+    baseline = value(metrics, "museflow_estimated_base_rate", tenant="acme", method="baseline")
+    mean = value(metrics, "museflow_estimated_base_rate", tenant="acme", method="mean")
+    assert em is not None and baseline is not None and mean is not None
+    assert abs(baseline / 0.01 - 1) < 0.1 and abs(em / 0.03 - 1) < 0.1 and mean < 0.025
+    clock.now += 7200
+    monitor.publish()
+    assert value(metrics, "museflow_estimated_base_rate", tenant="acme", method="em") is None
+    assert value(metrics, "museflow_estimated_recall", tenant="acme", threshold="0.99") is None
+
+
+def test_observe_with_corrected_probabilities_stays_cheap() -> None:
+    """Not a benchmark: the CBPE sums and the EM histogram add a few numpy calls per batch, not a loop."""
+    monitor = ScoreMonitor(PipelineMetrics(), 600.0, publish_interval_seconds=3600.0)
+    rng = np.random.default_rng(1)
+    mapped, raw, p = rng.uniform(size=500), rng.uniform(size=500), rng.beta(0.5, 20.0, size=500)
+    taus = (0.9, 0.99, 0.999)
+    monitor.observe("acme", mapped, raw, taus, None, corrected=p)
+    start = time.perf_counter()
+    for _ in range(1000):
+        monitor.observe("acme", mapped, raw, taus, None, corrected=p)
+    per_batch = (time.perf_counter() - start) / 1000
+    assert per_batch < 1000e-6, f"{per_batch * 1e6:.1f} µs per batch of 500"
