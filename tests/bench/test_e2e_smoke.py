@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_scripts import load_bench_script
 
 pytestmark = pytest.mark.kafka
 
 
 def _load_harness():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_e2e", ROOT / "bench" / "e2e.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_e2e"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("e2e")
 
 
 def test_smoke_run_measures_museflow_and_every_baseline(kafka_bootstrap: str, tmp_path: Path) -> None:

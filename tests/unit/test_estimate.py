@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,6 +31,7 @@ from museflow.estimate import (
 from museflow.performance import confusion_at
 from museflow.scoring import posterior_correction
 from museflow.window import BucketRing
+from tests.bench_scripts import load_bench_script
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "unit" / "golden" / "cbpe_nannyml.json"
@@ -40,12 +39,7 @@ GOLDEN = ROOT / "tests" / "unit" / "golden" / "cbpe_nannyml.json"
 
 def golden_script() -> ModuleType:
     """bench/nannyml_golden.py, whose ``golden_data`` generated the data NannyML estimated on."""
-    spec = importlib.util.spec_from_file_location("bench_nannyml_golden", ROOT / "bench" / "nannyml_golden.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_nannyml_golden"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("nannyml_golden")
 
 
 def binormal(rng: np.random.Generator, n: int, fraud_rate: float, mu: float = 2.5,
