@@ -46,13 +46,15 @@ from museflow.errors import MapError, RouteError, ValidationError
 from museflow.estimate import check_calibration
 from museflow.performance import confusion_at
 from museflow.qmap import QuantileMap
+from museflow.reference import ReferenceDistribution
 from museflow.refit import ExactSample, fit_map
 from museflow.routing import ModelRef, Route
 from museflow.scoring import LoadedModel
 from museflow.state import PipelineState
 from museflow.validation import validate_event
 
-__all__ = ["ENOUGH_SAMPLES", "Rehearsal", "RehearsalReport", "build_report", "spearman", "wilson", "write_report"]
+__all__ = ["ENOUGH_SAMPLES", "Rehearsal", "RehearsalReport", "build_report", "rehearsal_vs_shadow", "spearman",
+           "wilson", "write_report"]
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_RATES = (0.05, 0.01, 0.005, 0.001)
@@ -284,6 +286,20 @@ def build_report(rehearsal: Rehearsal, maps: Mapping[tuple[str, str], QuantileMa
                         "calibration": calibration,
                         "verdict": "ok" if not problems else "; ".join(problems)}
     return RehearsalReport(str(rehearsal.candidate), window, rows, routes, map_info)
+
+
+def rehearsal_vs_shadow(rehearsal: QuantileMap, shadow: QuantileMap, reference: ReferenceDistribution,
+                        rates: Sequence[float] = (0.05, 0.01)) -> dict[float, float]:
+    """Per target alert rate: the rate the rehearsal's map gives on the traffic the shadow map was fitted on.
+
+    The shadow map is ``Q_ref(F_shadow(p))``, so the share of that traffic above the corrected
+    score where the rehearsal's map crosses ``tau`` is ``alert_rate_ref(shadow(rehearsal^-1(tau)))``.
+    """
+    out = {}
+    for rate in rates:
+        cut = rehearsal.inverse(reference.threshold_for(rate))
+        out[float(rate)] = float(reference.alert_rate(shadow.apply(cut)))
+    return out
 
 
 def fewer_frauds_p(champion: npt.NDArray[np.bool_], candidate: npt.NDArray[np.bool_],

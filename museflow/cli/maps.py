@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from typing import Any
 
 import click
 import numpy as np
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
+from museflow.qmap import QuantileMap
 
 __all__ = ["maps_group"]
 
@@ -28,12 +30,28 @@ def list_maps(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
 
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
     now = time.time()
-    table = Table("model", "tenant", "intent", "version", "reference", "samples", "tail", "age")
+    table = Table("model", "tenant", "intent", "version", "source", "reference", "samples", "tail", "age",
+                  "rehearsal map on this traffic")
     for m in sorted(state.maps, key=lambda m: (m.model, m.model_version, m.tenant or "", m.intent)):
-        table.add_row(f"{m.model}@{m.model_version}", m.tenant or "(pooled)", m.intent, str(m.version),
+        table.add_row(f"{m.model}@{m.model_version}", m.tenant or "(pooled)", m.intent, str(m.version), m.source,
                       f"{m.reference_name}@{m.reference_version}", f"{m.sample_count:,}", f"{m.tail_sample_count:,}",
-                      f"{now - m.created_at_ms / 1000:.0f}s")
+                      f"{now - m.created_at_ms / 1000:.0f}s", _versus_rehearsal(state, m))
     Console().print(table)
+
+
+def _versus_rehearsal(state: Any, shadow: QuantileMap) -> str:
+    """For a map fitted on live traffic: the alert rates the rehearsal's map of the same key gives on it."""
+    from museflow.qmap import map_key
+    from museflow.rehearsal import rehearsal_vs_shadow
+
+    if shadow.source != "shadow":
+        return "-"
+    rehearsed = [m for m in state.keys_of("map", map_key(shadow)).values() if m is not None and m.source == "rehearsal"]
+    if not rehearsed:
+        return "-"
+    reference = state.reference(f"{shadow.reference_name}@{shadow.reference_version}")
+    found = rehearsal_vs_shadow(max(rehearsed, key=lambda m: m.version), shadow, reference)
+    return ", ".join(f"{rate:.0%} -> {got:.2%}" for rate, got in found.items())
 
 
 @maps_group.command("refit")

@@ -11,7 +11,15 @@ import pytest
 
 from museflow.loadgen import TransactionGenerator
 from museflow.metrics import PipelineMetrics
-from museflow.rehearsal import ENOUGH_SAMPLES, Rehearsal, build_report, spearman, wilson, write_report
+from museflow.rehearsal import (
+    ENOUGH_SAMPLES,
+    Rehearsal,
+    build_report,
+    rehearsal_vs_shadow,
+    spearman,
+    wilson,
+    write_report,
+)
 from museflow.routing import ModelRef, Route
 from museflow.state import PipelineState
 
@@ -122,3 +130,21 @@ def test_spearman_and_wilson_match_their_definitions() -> None:
     assert spearman(np.array([1.0, 1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(0.9486833)
     low, high = wilson(10, 100)
     assert low == pytest.approx(0.0552, abs=1e-4) and high == pytest.approx(0.1744, abs=1e-4)
+
+
+def test_a_rehearsal_map_is_compared_with_the_shadow_map_on_the_shadow_traffic(state: PipelineState) -> None:
+    """Same traffic: the rehearsal map gives the target rates; traffic that moved up: it alerts more."""
+    from museflow.refit import ExactSample, fit_map
+
+    reference = state.reference("uniform@1")
+    rng = np.random.default_rng(0)
+    scores = rng.beta(1, 60, 50_000)
+
+    def fitted(values: np.ndarray) -> Any:
+        return fit_map(ExactSample(values), reference, model="m", model_version="1", tenant="t",
+                       intent=CNP, version=1)
+
+    same = rehearsal_vs_shadow(fitted(scores), fitted(scores), reference)
+    assert same == pytest.approx({0.05: 0.05, 0.01: 0.01}, rel=1e-3)
+    later = rehearsal_vs_shadow(fitted(scores), fitted(scores + 0.01), reference)
+    assert later[0.05] > 0.06 and later[0.01] > 0.012, later
