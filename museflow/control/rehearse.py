@@ -8,6 +8,7 @@ rehearsals of one window leave the same maps and byte-identical reports.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ class RehearsalResult:
     published: list[str]
     events: int
     report_path: Path | None
+    replay_seconds: float
+    """Reading, decoding and scoring the window (what the replay rate is measured on)."""
+    seconds: float
+    """The whole rehearsal: loading the models, the replay, fitting, publishing, the report."""
 
 
 def rehearsed_routes(routes: Sequence[Route], candidate: ModelRef, keys: Sequence[str] = ()) -> list[Route]:
@@ -50,13 +55,16 @@ def rehearse(settings: Settings, candidate: ModelRef, window: tuple[int, int], *
     from museflow.kafka.clients import read_topic
     from museflow.kafka.schema_registry import serdes_from_settings
 
+    started = time.monotonic()
     chosen = rehearsed_routes(list(read_state(settings).routes), candidate, routes)
     state = read_state(settings, load_models={candidate.name, *(r.champion.name for r in chosen)})
     chosen = rehearsed_routes(list(state.routes), candidate, routes)
     rehearsal = Rehearsal(state, candidate, chosen)
     serdes = serdes_from_settings(settings)
+    replay_started = time.monotonic()
     for events, stamps in replay_window(settings, serdes, window[0], window[1], progress=progress):
         rehearsal.observe(events, stamps)
+    replay_seconds = time.monotonic() - replay_started
     versions = {}
     held: dict[tuple[str, str], QuantileMap] = {}
     for route in chosen:
@@ -88,7 +96,7 @@ def rehearse(settings: Settings, candidate: ModelRef, window: tuple[int, int], *
             labels[str(label["event_id"])] = bool(label["is_fraud"])
     report = build_report(rehearsal, {k: maps.get(k, v) for k, v in fitted.items()}, window, labels)
     path = write_report(report, out_dir) if out_dir is not None else None
-    return RehearsalResult(report, maps, published, rehearsal.seen, path)
+    return RehearsalResult(report, maps, published, rehearsal.seen, path, replay_seconds, time.monotonic() - started)
 
 
 def _same_fit(a: QuantileMap, b: QuantileMap) -> bool:
