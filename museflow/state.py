@@ -143,6 +143,7 @@ class PipelineState:
     _view: dict[tuple[str, str], _Held] = field(default_factory=dict)
     _groups: dict[tuple[str, Hashable], set[str]] = field(default_factory=dict)
     _loads: dict[str, _Load] = field(default_factory=dict)
+    _tried: set[str] = field(default_factory=set)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
@@ -315,9 +316,14 @@ class PipelineState:
         else:
             log.info("model %s loaded in %.0f ms", ref, (time.perf_counter() - started) * 1000)
             outcome = _Load(model)
-        self.metrics.child(self.metrics.model_loads, ref.name, "rejected" if outcome.model is None
-                           else "loaded").inc()
-        if outcome.model is None:
+        retried = held.digest in self._tried
+        self._tried.add(held.digest)
+        if outcome.model is None and retried:  # a retry that fails again: said once already
+            log.debug("deployment %s still cannot load: %s", ref, outcome.error)
+        else:
+            self.metrics.child(self.metrics.model_loads, ref.name, "rejected" if outcome.model is None
+                               else "loaded").inc()
+        if outcome.model is None and not retried:
             log.error("rejected deployment %s (what was serving keeps serving): %s", ref, outcome.error)
             self._notify("rejected", ("deployment", str(ref), outcome.error))
         self._loads[held.digest] = outcome
