@@ -139,6 +139,10 @@ class _LockedMonitor:
         with self.lock:
             self.monitor.observe(*args, **kwargs)
 
+    def observe_candidate(self, *args: Any, **kwargs: Any) -> None:
+        with self.lock:
+            self.monitor.observe_candidate(*args, **kwargs)
+
 
 def build_loops(ctx: WorkerContext) -> list[BatchLoop]:
     """The batch loops of the hot roles this worker runs (router fused with scoring when it runs both)."""

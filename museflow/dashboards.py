@@ -269,6 +269,14 @@ def models_dashboard() -> Dashboard:
                 ), unit="percentunit",
                     description="EM (Saerens) corrects the mean of p for a prior shift against the day-before "
                                 "baseline; EM / baseline beyond 1.5 or under 0.67 raises MuseflowPriorShift."),
+                Panel("Candidates: estimated recall vs champion", (
+                    Target(f"avg by (tenant, model, threshold) (museflow_candidate_estimated_recall{{{TENANT}}})",
+                           "{{tenant}} {{model}} > {{threshold}}"),
+                    Target(f"avg by (tenant, threshold) (museflow_estimated_recall{{{TENANT}}})",
+                           "{{tenant}} serving > {{threshold}}"),
+                ), unit="percentunit",
+                    description="Shadow and canary candidates on the events they scored, with their own maps "
+                                "(unmapped until a map is fitted); the promote gate compares the same figures."),
                 Panel("Expected frauds in the window", (
                     Target(f"sum by (tenant) (museflow_estimated_frauds{{{TENANT}}})", "{{tenant}}"),),
                       description="Sum of corrected probabilities: how much evidence the estimates rest on."),

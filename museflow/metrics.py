@@ -111,6 +111,14 @@ class PipelineMetrics:
             "Fraud rate from unlabelled traffic (method: mean of corrected probabilities, em = prior-shift "
             "adjusted by Saerens EM, baseline = mean over the day before the window).",
             ["tenant", "method"], registry=r)
+        self.candidate_estimated_precision = Gauge(
+            "museflow_candidate_estimated_precision",
+            "CBPE precision of a shadow or canary candidate at a watch threshold, on the events it scored and "
+            "its own map, over the recent window.", ["tenant", "model", "threshold"], registry=r)
+        self.candidate_estimated_recall = Gauge(
+            "museflow_candidate_estimated_recall",
+            "CBPE recall of a shadow or canary candidate at a watch threshold, on the events it scored and "
+            "its own map, over the recent window.", ["tenant", "model", "threshold"], registry=r)
         self.rebalances = Counter(
             "museflow_rebalances_total", "Partition assignments the hot loops of this worker received.",
             ["role"], registry=r)

@@ -15,6 +15,9 @@ threshold (expected counts of the tenant's routes added up), ``museflow_estimate
 ``museflow_estimated_base_rate`` (mean p, Saerens EM, and the baseline EM is measured against:
 the mean p over ``baseline_seconds`` before the window, kept per route across window rebuilds).
 An undefined estimate (precision with no alerts) removes its series instead of exporting NaN.
+Shadow and canary candidates get their own estimate (``observe_candidate``: the events each
+scored, mapped with its own map), exported as ``museflow_candidate_estimated_{precision,recall}``
+per tenant, model and threshold.
 
 A score counts as an alert when strictly above a threshold (thresholds are placed at
 ``nextafter(tau, +inf)``, and a score equal to an edge falls in the bin above), the same
@@ -151,6 +154,8 @@ class ScoreMonitor:
         self._estimated: dict[str, tuple[str, ...]] = {}
         self._baseline_buckets = max(1, math.ceil(baseline_seconds / self.window_seconds))
         self._baselines: dict[tuple[str, str], BucketRing] = {}
+        self._candidates: dict[tuple[str, str, str], EstimateWindow] = {}
+        self._candidates_shown: dict[tuple[str, str], tuple[str, ...]] = {}
         self._next_publish = clock() + self.publish_interval_seconds
         self._lock = threading.Lock()
         if publish_on_scrape:
@@ -176,6 +181,51 @@ class ScoreMonitor:
                 window.estimates.add(corrected, mapped, now)
         if now >= self._next_publish:
             self.publish(now)
+
+    def observe_candidate(self, tenant: str, intent: str, model: str, mapped_scores: npt.ArrayLike,
+                          corrected: npt.ArrayLike, watch_thresholds: Sequence[float]) -> None:
+        """Add one batch of a shadow or canary candidate's scores (its own map) for its CBPE estimate."""
+        if not watch_thresholds:
+            return
+        now = self._clock()
+        taus = tuple(sorted(float(t) for t in watch_thresholds))
+        with self._lock:
+            window = self._candidates.get((tenant, intent, model))
+            if window is None or window.thresholds != taus:
+                window = self._candidates[(tenant, intent, model)] = EstimateWindow(
+                    taus, self._buckets, self._span, baseline=BucketRing(2, 1, self.window_seconds))
+            window.add(corrected, mapped_scores, now)
+
+    def candidate_estimate(self, tenant: str, model: str, now: float | None = None) -> WindowEstimate | None:
+        """A candidate's estimate over the tenant's routes it scores on, or None without scores in the window."""
+        now = self._clock() if now is None else now
+        found = [w.estimate(now) for (t, _, m), w in self._candidates.items() if (t, m) == (tenant, model)]
+        found = [e for e in found if e.samples > 0]
+        return combine_estimates(found) if found else None
+
+    def _publish_candidates(self, now: float) -> None:
+        m = self.metrics
+        shown: dict[tuple[str, str], tuple[str, ...]] = {}
+        for tenant, model in sorted({(t, mo) for t, _, mo in self._candidates}):
+            estimate = self.candidate_estimate(tenant, model, now)
+            label = m.tenant_label(tenant)
+            if estimate is None:
+                for key in [k for k in self._candidates if (k[0], k[2]) == (tenant, model)]:
+                    del self._candidates[key]  # no scores left in the window: the candidate is gone
+                continue
+            texts = []
+            for tau, expected in estimate.expected.items():
+                text = threshold_label(tau)
+                texts.append(text)
+                _set(m.candidate_estimated_precision, (label, model, text), expected.precision)
+                _set(m.candidate_estimated_recall, (label, model, text), expected.recall)
+            shown[(label, model)] = tuple(texts)
+        for (label, model), gone in self._candidates_shown.items():
+            for text in gone:
+                if text not in shown.get((label, model), ()):
+                    for gauge in (m.candidate_estimated_precision, m.candidate_estimated_recall):
+                        _set(gauge, (label, model, text), math.nan)
+        self._candidates_shown = shown
 
     def _baseline(self, tenant: str, intent: str) -> BucketRing:
         """The route's (events, sum of p) over ``baseline_seconds``, in buckets of one window."""
@@ -268,6 +318,7 @@ class ScoreMonitor:
                 m.drift_js.labels(label).set(stats.js)
             found = [st.estimate for _, st in windows if st.estimate is not None and st.estimate.samples > 0]
             self._publish_estimate(label, combine_estimates(found) if found else None)
+        self._publish_candidates(now)
 
     def _publish_estimate(self, label: str, estimate: WindowEstimate | None) -> None:
         """Set (or retire) one tenant's label-free gauges; an undefined value removes its series."""

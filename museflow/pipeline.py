@@ -336,6 +336,9 @@ class ScorerStep:
                                       reference=route.reference if route is not None else None)
             pos = np.asarray(positions)
             mapped = qmap.apply(scores.probability[pos])
+            if self.monitor is not None and route is not None and ref != route.champion:
+                self.monitor.observe_candidate(tenant, intent, ref_text, mapped, scores.probability[pos],
+                                               route.watch_thresholds)
             reference = f"{qmap.reference_name}@{qmap.reference_version}"
             tenant_topic = self._tenant_topic(tenant)
             log_key = f"{ref}/{tenant}".encode()

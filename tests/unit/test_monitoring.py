@@ -283,3 +283,25 @@ def test_observe_with_corrected_probabilities_stays_cheap() -> None:
         monitor.observe("acme", mapped, raw, taus, None, corrected=p)
     per_batch = (time.perf_counter() - start) / 1000
     assert per_batch < 1000e-6, f"{per_batch * 1e6:.1f} µs per batch of 500"
+
+
+def test_a_candidate_gets_its_own_estimate_per_model_and_loses_it_when_it_stops_scoring(setup) -> None:  # type: ignore[no-untyped-def]
+    from museflow.estimate import expected_confusion
+
+    metrics, monitor, clock = setup
+    p = np.array([0.9, 0.6, 0.2, 0.1, 0.05])
+    champion_mapped = np.array([0.995, 0.95, 0.95, 0.5, 0.2])
+    candidate_mapped = np.array([0.5, 0.995, 0.2, 0.95, 0.1])
+    monitor.observe("acme", champion_mapped, p, (0.9,), None, "cnp", corrected=p)
+    monitor.observe_candidate("acme", "cnp", "fraud@2", candidate_mapped, p, (0.9,))
+    monitor.publish()
+    labels = {"tenant": "acme", "model": "fraud@2", "threshold": threshold_label(0.9)}
+    expected = expected_confusion(p, candidate_mapped, (0.9,))[0.9]
+    assert value(metrics, "museflow_candidate_estimated_recall", **labels) == pytest.approx(expected.recall)
+    assert value(metrics, "museflow_candidate_estimated_precision", **labels) == pytest.approx(expected.precision)
+    serving = value(metrics, "museflow_estimated_recall", tenant="acme", threshold=threshold_label(0.9))
+    assert serving == pytest.approx(expected_confusion(p, champion_mapped, (0.9,))[0.9].recall)
+    assert serving != pytest.approx(expected.recall)  # the candidate's figure is its own
+    clock.now += 120  # the candidate stopped scoring (promoted or removed): its series go
+    monitor.publish()
+    assert value(metrics, "museflow_candidate_estimated_recall", **labels) is None
