@@ -1,0 +1,77 @@
+"""What the scorer's score monitor costs per event: none, alert rates and drift, plus the CBPE sums.
+
+Scores 5,000 routed events of the showcase routes (fraud-cnp@2 in shadow on acme-bank, a 10%
+canary on globex-pay) with ``ScorerStep.run`` on 500-event batches, five passes, and prints
+microseconds per message for each monitor setting. ``python bench/monitor_cost.py``
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from museflow.config import TopicNames
+from museflow.demo_models import SHOWCASE_ROUTES, train_demo_models
+from museflow.loadgen import TransactionGenerator
+from museflow.metrics import PipelineMetrics
+from museflow.monitoring import ScoreMonitor
+from museflow.pipeline import InMessage, RouterStep, ScorerStep
+from museflow.routing import load_routes_yaml
+from museflow.serde import Serdes
+from museflow.state import PipelineState
+from museflow.validation import validate_event
+
+BATCH, EVENTS, PASSES = 500, 5000, 5
+
+
+class WithoutEstimates:
+    """The monitor as it was before the label-free estimates: no corrected probabilities, no candidates."""
+
+    def __init__(self, monitor: ScoreMonitor) -> None:
+        self.monitor = monitor
+
+    def observe(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("corrected", None)
+        self.monitor.observe(*args, **kwargs)
+
+    def observe_candidate(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def main() -> None:
+    out = Path(tempfile.mkdtemp(prefix="museflow-monitor-cost-"))
+    state = PipelineState(model_dir=out, metrics=PipelineMetrics())
+    for model in train_demo_models(out, seed=3, n_events=20_000):
+        state.registry.load(model.spec_path)
+    for route in load_routes_yaml(text=SHOWCASE_ROUTES):
+        state.routes.apply(replace(route, version=1))
+    serdes, topics = Serdes(), TopicNames("bench.")
+    values = serdes.events.encode_many([g.event for g in TransactionGenerator(seed=1).generate(EVENTS)])
+    router = RouterStep(state, topics, validate_event)
+    batches = []
+    for i in range(0, EVENTS, BATCH):
+        chunk = values[i:i + BATCH]
+        routed = router.run([InMessage(b"k", v, topics.events, 0, i + j) for j, v in enumerate(chunk)],
+                            serdes.events.decode_many(chunk))
+        forwarded = [InMessage(o.key, o.value, o.topic, 0, j, 0, dict(o.headers)) for j, o in enumerate(routed.out)]
+        batches.append((forwarded, serdes.events.decode_many([m.value for m in forwarded])))
+    print(f"{'monitor':<48} {'µs / message':>12}")
+    for label, monitor in (("none", None),
+                           ("alert rates and drift", WithoutEstimates(ScoreMonitor(PipelineMetrics()))),
+                           ("+ CBPE sums, base rate, candidates' estimates", ScoreMonitor(PipelineMetrics()))):
+        step = ScorerStep(state, topics, serdes, monitor=monitor)
+        for messages, decoded in batches:  # warm-up
+            step.run(messages, decoded)
+        started, n = time.perf_counter(), 0
+        for _ in range(PASSES):
+            for messages, decoded in batches:
+                step.run(messages, decoded)
+                n += len(messages)
+        print(f"{label:<48} {(time.perf_counter() - started) / n * 1e6:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()
