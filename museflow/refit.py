@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from museflow.contract import Contract
 from museflow.errors import MapError, RefitRefused
 from museflow.qmap import MapStore, QuantileMap
 from museflow.reference import ReferenceDistribution, collapse_ties, probability_grid
@@ -73,6 +74,13 @@ class ExactSample:
 
     def count_above(self, x: float) -> float:
         return float(self._sorted.size - np.searchsorted(self._sorted, x, side="right"))
+
+    def cdf(self, xs: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """``P(X <= x)`` for each ``x`` (any shape); nan when empty."""
+        points = np.asarray(xs, dtype=np.float64)
+        if self._sorted.size == 0:
+            return np.full(points.shape, np.nan)
+        return np.searchsorted(self._sorted, points, side="right") / self._sorted.size
 
 
 def fit_map(
@@ -152,6 +160,8 @@ class RefitPolicy:
     watch_thresholds: Sequence[float] = ()
     max_alert_rate_shift: float = 0.25
     """Largest relative change ``|rate_candidate / rate_current - 1|`` at a watched threshold."""
+    contract: Contract = field(default_factory=Contract)
+    """A map on more samples than the candidate is kept unless the candidate's traffic shows it off contract."""
 
     def __post_init__(self) -> None:
         if self.min_samples < 2 or self.min_tail_samples < 0 or not self.max_alert_rate_shift > 0:
@@ -167,6 +177,20 @@ class RefitPolicy:
         if not self.watch_thresholds:
             return float(candidate.tail_sample_count)
         return alert_rate_on(candidate, sketch, self.watch_thresholds[-1]) * sketch.count
+
+    def off_contract(self, candidate: QuantileMap, current: QuantileMap, sketch: WindowedSketch) -> str | None:
+        """The first watched threshold where ``current`` alerts off the candidate's rate (the target on this
+        traffic) by more than the tolerance plus this sample's error, or None."""
+        n = sketch.count
+        for tau in self.watch_thresholds:
+            target = alert_rate_on(candidate, sketch, tau)
+            if not 0 < target < 1:
+                continue
+            served = alert_rate_on(current, sketch, tau)
+            slack = self.contract.tolerance * target + self.contract.z * math.sqrt(target * (1 - target) / n)
+            if abs(served - target) > slack:
+                return f"at {tau:g} map v{current.version} alerts on {served:.3%} of this traffic, target {target:.3%}"
+        return None
 
     def decide(self, candidate: QuantileMap, current: QuantileMap | None,
                sketch: WindowedSketch, *, allow_shift: bool = False) -> RefitDecision:
@@ -202,6 +226,12 @@ class RefitPolicy:
             if shift > worst:
                 worst, worst_tau = shift, tau
         details["max_relative_shift"] = worst
+        off = self.off_contract(candidate, current, sketch)
+        if current.sample_count > n and off is None and not allow_shift:
+            return RefitDecision(
+                False, "no-new-evidence",
+                f"{where} held: map v{current.version} was fitted on {current.sample_count} samples, more than the "
+                f"{n} here, and still holds its alert rates on this traffic ({self.contract.describe()})", details)
         if worst > self.max_alert_rate_shift and not allow_shift:
             return RefitDecision(
                 False, "alert-rate-shift",

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from museflow.contract import Contract
 from museflow.errors import MapError, RouteError, ValidationError
 from museflow.estimate import check_calibration
 from museflow.performance import confusion_at
@@ -53,7 +54,7 @@ from museflow.scoring import LoadedModel
 from museflow.state import PipelineState
 from museflow.validation import validate_event
 
-__all__ = ["ENOUGH_SAMPLES", "Rehearsal", "RehearsalReport", "build_report", "rehearsal_vs_shadow", "spearman",
+__all__ = ["PREDICTION_CHECK", "Rehearsal", "RehearsalReport", "build_report", "rehearsal_vs_shadow", "spearman",
            "wilson", "write_report"]
 
 FloatArray = npt.NDArray[np.float64]
@@ -65,9 +66,10 @@ MAX_PROBABILITY_RATIO = 1.5
 FEWER_FRAUDS_P = 0.01
 TOLERANCE = 0.10
 MIN_SAMPLES = 50  # scores above a threshold before a row's prediction is judged
-ENOUGH_SAMPLES = 350
-"""Scores above a threshold for the prediction to hold within ±15% at 95%: the fitted exceedance and
-the live one each have a relative error of about 1/sqrt(k), so sqrt(2) * 1.96 / sqrt(k) <= 0.15."""
+PREDICTION_CHECK = Contract(tolerance=0.15, confidence=0.99)
+"""When a rehearsal's predicted alert rate can be checked against a live one: the map's fitting error
+(its samples) and the live rate's (the scores measured) together keep a correct prediction within
+±15% at 99% confidence (:meth:`Contract.can_compare`)."""
 
 
 @dataclass

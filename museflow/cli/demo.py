@@ -446,7 +446,7 @@ class Demo:
                                "report": str(result.report_path),
                                "rows": [{"tenant": r.tenant, "threshold": r.threshold, "target": r.target_rate,
                                          "predicted": r.predicted_rate, "interval": list(r.interval),
-                                         "samples_above": round(r.predicted_rate * r.samples)}
+                                         "samples": r.samples, "samples_above": round(r.predicted_rate * r.samples)}
                                         for r in result.report.rows]}
         for tenant in self.o.tenants:
             key = f"{tenant}/{CARD_NOT_PRESENT}"
@@ -723,19 +723,23 @@ class Demo:
         return summary
 
     def _predicted_vs_live(self, judged: list[Any]) -> list[dict[str, Any]]:
-        """The rehearsal's predicted alert rate next to the live mapped rate after the swap (rows with
-        enough samples: ENOUGH_SAMPLES above the threshold in the rehearsal)."""
-        from museflow.rehearsal import ENOUGH_SAMPLES
+        """The rehearsal's predicted alert rate next to the live mapped rate after the swap.
 
-        live = {(j.row.tenant, round(j.row.threshold, 6)): j.row.mapped_after for j in judged}
+        A row has enough samples when the sampling error of the rehearsal's map (fitted on its
+        samples) and of the live rate (measured on the scores after the swap), combined, keeps a
+        correct prediction within ±15% at 99% confidence (:data:`PREDICTION_CHECK`).
+        """
+        from museflow.rehearsal import PREDICTION_CHECK
+
+        live = {(j.row.tenant, round(j.row.threshold, 6)): (j.row.mapped_after, j.row.n_after) for j in judged}
         out = []
         for row in self.swap.rehearsal.get("rows", []):
-            after = live.get((row["tenant"], round(row["threshold"], 6)))
+            after, n_after = live.get((row["tenant"], round(row["threshold"], 6)), (None, 0))
             if after is None or self.swap.promoted_by.get(row["tenant"]) != "rehearsal":
                 continue
-            enough = row["samples_above"] >= ENOUGH_SAMPLES
+            enough = PREDICTION_CHECK.can_compare(row["target"], row["samples"], n_after)
             out.append({"tenant": row["tenant"], "threshold": row["threshold"], "predicted": row["predicted"],
-                        "live": after, "enough_samples": enough,
+                        "live": after, "samples": row["samples"], "live_samples": n_after, "enough_samples": enough,
                         "within_15pct": bool(row["predicted"]) and abs(after / row["predicted"] - 1) <= 0.15})
         return out
 

@@ -24,7 +24,7 @@ from museflow.errors import RefitRefused
 from museflow.kafka.clients import make_producer, read_topic
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.loadgen import TransactionGenerator
-from museflow.rehearsal import ENOUGH_SAMPLES
+from museflow.rehearsal import PREDICTION_CHECK
 from museflow.routing import ModelRef
 from museflow.supervise import WorkerProcess
 
@@ -62,7 +62,7 @@ def publish_traffic(settings: Settings, seed: int, n: int, broken: str = "initec
 def test_rehearsal_flags_the_broken_tenant_publishes_maps_and_predicts_the_live_alert_rate(
         settings: Settings, deployed: dict[str, Path], tmp_path: Path) -> None:
     start = int(time.time() * 1000) - 1
-    publish_traffic(settings, seed=21, n=24_000)
+    publish_traffic(settings, seed=21, n=36_000)
     end = int(time.time() * 1000) + 1
 
     first = rehearse(settings, V2, (start, end), out_dir=tmp_path / "a")
@@ -70,7 +70,7 @@ def test_rehearsal_flags_the_broken_tenant_publishes_maps_and_predicts_the_live_
     verdicts = first.report.verdicts()
     assert "broken or in other units" in verdicts[f"initech-fin/{CNP}"], verdicts
     assert verdicts[f"acme-bank/{CNP}"] == verdicts[f"globex-pay/{CNP}"] == "ok", verdicts
-    assert first.events == 24_000 and len(first.published) == 3
+    assert first.events == 36_000 and len(first.published) == 3
     maps = read_state(settings).maps
     for tenant in TENANTS:
         fitted = maps.get("fraud-cnp", "2", tenant, "uniform@1")
@@ -94,7 +94,7 @@ def test_rehearsal_flags_the_broken_tenant_publishes_maps_and_predicts_the_live_
                            log_path=tmp_path / "worker.log").start()
     try:
         worker.wait_ready(90)
-        live_ids = set(publish_traffic(settings, seed=22, n=24_000))
+        live_ids = set(publish_traffic(settings, seed=22, n=36_000))
         serde = serdes_from_settings(settings).scored
         scores: dict[str, list[float]] = defaultdict(list)
         deadline = time.monotonic() + 120
@@ -105,14 +105,15 @@ def test_rehearsal_flags_the_broken_tenant_publishes_maps_and_predicts_the_live_
                     record: dict[str, Any] = serde.decode(r.value)
                     if record["event_id"] in live_ids and record["model_version"] == "2":
                         scores[tenant].append(record["score"])
-            if all(len(scores[t]) >= 8000 for t in ("acme-bank", "globex-pay")):
+            if all(len(scores[t]) >= 12_000 for t in ("acme-bank", "globex-pay")):
                 break
             time.sleep(2)
     finally:
         worker.stop()
     judged, held = [], 0
     for row in first.report.rows:
-        if row.tenant not in scores or row.predicted_rate * row.samples < ENOUGH_SAMPLES:
+        if row.tenant not in scores or not PREDICTION_CHECK.can_compare(row.target_rate, row.samples,
+                                                                        len(scores[row.tenant])):
             continue
         live = float(np.mean(np.asarray(scores[row.tenant]) > row.threshold))
         judged.append((row.tenant, row.threshold, round(row.predicted_rate, 4), round(live, 4)))

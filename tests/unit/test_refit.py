@@ -91,13 +91,27 @@ def test_alert_rate_shift_beyond_the_bound_is_held(traffic: np.ndarray) -> None:
 
 
 def test_refit_on_similar_traffic_is_published(traffic: np.ndarray) -> None:
-    current = _fit(_sketch(traffic[:30_000]))
-    recent = _sketch(traffic[30_000:])
+    current = _fit(_sketch(traffic[:20_000]))
+    recent = _sketch(traffic[20_000:])
     policy = RefitPolicy(min_samples=10_000, min_tail_samples=50, watch_thresholds=WATCH,
                          max_alert_rate_shift=0.25)
     decision = policy.decide(_fit(recent, version=2), current, recent)
     assert decision.publish and decision.reason == "published"
     assert decision.details["max_relative_shift"] < 0.25
+
+
+def test_a_map_on_more_samples_is_kept_until_traffic_shows_it_off_contract(traffic: np.ndarray) -> None:
+    """No churn: a smaller refit does not replace a bigger map that still holds; it does once the map breaks."""
+    current = _fit(_sketch(traffic[:40_000]))
+    recent = _sketch(traffic[40_000:55_000])
+    policy = RefitPolicy(min_samples=10_000, min_tail_samples=20, watch_thresholds=WATCH, max_alert_rate_shift=1.0)
+    decision = policy.decide(_fit(recent, version=2), current, recent)
+    assert not decision.publish and decision.reason == "no-new-evidence", decision.message
+    assert "40000 samples" in decision.message
+    drifted = _sketch(np.clip(traffic[40_000:55_000] * 1.15, 0, 1))
+    assert policy.off_contract(_fit(drifted, version=2), current, drifted) is not None
+    decision = policy.decide(_fit(drifted, version=2), current, drifted)
+    assert decision.publish and decision.reason == "published", decision.message
 
 
 def test_refitter_publishes_tenant_and_pooled_and_falls_back_for_small_tenants(traffic: np.ndarray) -> None:

@@ -12,7 +12,7 @@ import pytest
 from museflow.loadgen import TransactionGenerator
 from museflow.metrics import PipelineMetrics
 from museflow.rehearsal import (
-    ENOUGH_SAMPLES,
+    PREDICTION_CHECK,
     Rehearsal,
     build_report,
     rehearsal_vs_shadow,
@@ -104,9 +104,9 @@ def test_two_rehearsals_of_one_window_give_the_same_maps_and_byte_identical_repo
 
 def test_the_map_fitted_on_the_replay_holds_the_alert_rate_on_later_traffic(state: PipelineState) -> None:
     """Fit on one window, serve the next: >= 90% of the (tenant, threshold) pairs with enough samples
-    (ENOUGH_SAMPLES above the threshold) land within ±15% of the target."""
-    past, _ = traffic(5)
-    future, _ = traffic(6)
+    (PREDICTION_CHECK: both windows' sampling errors fit in ±15% at 99%) land within ±15% of the target."""
+    past, _ = traffic(5, 36_000)
+    future, _ = traffic(6, 36_000)
     rehearsal = rehearsed(state, past)
     maps = rehearsal.fit_maps((0, 1), {})
     reference = state.reference("uniform@1")
@@ -117,7 +117,7 @@ def test_the_map_fitted_on_the_replay_holds_the_alert_rate_on_later_traffic(stat
         mine = [e for e in future if e["tenant"] == tenant]
         live = qmap.apply(state.registry.get("fraud-cnp", "2").score(mine).probability)  # type: ignore[union-attr]
         for tau in (0.95, 0.99, 0.995):
-            if np.count_nonzero(fitted > tau) < ENOUGH_SAMPLES:
+            if not PREDICTION_CHECK.can_compare(float(reference.alert_rate(tau)), fitted.size, len(mine)):
                 continue
             judged += 1
             held += abs(float(np.mean(live > tau)) / float(reference.alert_rate(tau)) - 1) <= 0.15
