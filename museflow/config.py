@@ -129,6 +129,10 @@ class Settings:
     refit_min_samples: int = 5000
     refit_min_tail_samples: int = 50
     refit_max_alert_rate_shift: float = 0.25
+    contract_tolerance: float = 0.10
+    """The alert-rate contract: each threshold's alert rate within this relative tolerance ..."""
+    contract_confidence: float = 0.95
+    """... with this confidence (``museflow.contract``); promotion is judged against it."""
 
     model_dir: str = "models"
     data_dir: str = ".museflow"

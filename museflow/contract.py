@@ -42,12 +42,14 @@ __all__ = [
     "AlertRateWatch",
     "Breach",
     "Contract",
+    "ContractReport",
     "Credibility",
     "Judgement",
     "ScoreSample",
     "blend_map",
     "credibility",
     "judge",
+    "judge_fit",
     "tail_shares",
 ]
 
@@ -369,3 +371,64 @@ def _llr(p1: float, p0: float) -> tuple[float, float]:
 def needed_table(contract: Contract, rates: Sequence[float]) -> list[tuple[float, int]]:
     """``(rate, samples needed)`` for each target alert rate (README and CLI)."""
     return [(float(r), contract.samples_needed(float(r))) for r in rates]
+
+
+def judge_fit(qmap: QuantileMap, threshold: float, target: float, contract: Contract,
+              evidence: npt.ArrayLike | None = None) -> Judgement:
+    """Judge a map by what it was fitted on, and by later scores of the tenant when there are some.
+
+    A map fitted on ``n`` scores alerts at ``target`` on them by construction; its rate on the
+    tenant's traffic has sd ``sqrt(p(1-p)/n)``. Independent ``evidence`` (corrected scores of the
+    tenant seen after the fit, ``m`` of them, alerting on a share ``r``) is pooled with it:
+    estimate ``(n p + m r) / (n + m)`` on ``n + m`` effective samples.
+    """
+    n = max(int(qmap.sample_count), 0)
+    scores = np.asarray(evidence if evidence is not None else (), dtype=np.float64).ravel()
+    m = int(scores.size)
+    cut = float(qmap.inverse([threshold])[0])
+    observed = float(np.count_nonzero(scores > cut)) / m if m else target
+    total = n + m
+    needed = contract.samples_needed(target)
+    if total == 0 or qmap.is_identity:
+        return Judgement(qmap.tenant or "", qmap.intent, threshold, target, math.nan, (math.nan, math.nan), 0, 0.0,
+                         needed, 1.0, "insufficient")
+    estimate = (n * target + m * observed) / total
+    half = contract.z * math.sqrt(target * (1 - target) / total)
+    low, high = estimate - half, estimate + half
+    lo_band, hi_band = contract.band(target)
+    if lo_band <= low and high <= hi_band:
+        verdict = "holds"
+    elif low > hi_band or high < lo_band:
+        verdict = "breach"
+    else:
+        verdict = "insufficient"
+    return Judgement(qmap.tenant or "", qmap.intent, threshold, target, estimate, (low, high), total, float(total),
+                     needed, 1.0, verdict)
+
+
+@dataclass(frozen=True)
+class ContractReport:
+    """Every (tenant, threshold) judgement of a promotion; it passes when every one holds."""
+
+    contract: Contract
+    rows: tuple[Judgement, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r.holds for r in self.rows)
+
+    def table(self) -> str:
+        """Threshold, target, estimate, interval, samples, samples needed and verdict, one line per pair."""
+        lines = [f"alert-rate contract: {self.contract.describe()}",
+                 f"{'tenant':<16} {'threshold':>9} {'target':>7} {'estimate':>8} {'interval':>17} {'samples':>9} "
+                 f"{'needed':>9}  verdict"]
+        for r in self.rows:
+            interval = (f"{r.interval[0]:.3%}..{r.interval[1]:.3%}" if math.isfinite(r.interval[0]) else "-")
+            estimate = f"{r.estimate:.3%}" if math.isfinite(r.estimate) else "-"
+            lines.append(f"{r.tenant:<16} {r.threshold:>9.4g} {r.target:>7.2%} {estimate:>8} {interval:>17} "
+                         f"{r.effective_samples:>9,.0f} {r.samples_needed:>9,}  {r.verdict}")
+        return "\n".join(lines)
+
+    def problems(self) -> list[str]:
+        return [f"{r.tenant} > {r.threshold:g} ({r.target:.2%}): {r.verdict}, {r.effective_samples:,.0f} samples of "
+                f"{r.samples_needed:,} needed" for r in self.rows if not r.holds]

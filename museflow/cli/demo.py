@@ -90,6 +90,8 @@ class _Swap:
     promoted: dict[str, bool] = field(default_factory=dict)
     not_promoted: dict[str, str] = field(default_factory=dict)
     v2_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contract: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per tenant, the alert-rate contract's judgement of the map v2 was promoted with, per threshold."""
     produced_at_promotion: int = 0
     deployed_wall_ms: int = 0
     rehearsed_at: float | None = None
@@ -454,7 +456,8 @@ class Demo:
             if verdicts.get(key) != "ok" or qmap is None:
                 self.status.step(f"{tenant}: not promoted by rehearsal ({verdicts.get(key, 'no map')}); shadow decides")
                 continue
-            promote(settings, key, V2, by="museflow-demo-rehearsal")
+            promote(settings, key, V2, by="museflow-demo-rehearsal", accept_insufficient=True)
+            self._judge_contract(tenant, qmap)
             self.swap.promoted[tenant] = True
             self.swap.promoted_by[tenant] = "rehearsal"
             self.swap.v2_maps[tenant] = {"version": qmap.version, "samples": qmap.sample_count,
@@ -467,6 +470,16 @@ class Demo:
                          f"{self.swap.rehearsed_at - self.swap.deployed_at:.1f} s; promoted fraud-cnp@2 for "
                          f"{', '.join(t for t in self.o.tenants if self.swap.promoted_by.get(t)) or 'no tenant'} on "
                          "its maps; the live shadow phase now confirms")
+
+    def _judge_contract(self, tenant: str, qmap: Any) -> None:
+        """What the alert-rate contract says of the map v2 is promoted with, at each watched threshold."""
+        from museflow.contract import judge_fit
+        from museflow.control.plane import settings_contract
+
+        assert self.settings is not None
+        contract = settings_contract(self.settings)
+        self.swap.contract[tenant] = [judge_fit(qmap, tau, rate, contract).to_json()
+                                      for rate, tau in self.swap.watch.get(tenant, [])]
 
     def _shadow_samples(self) -> dict[str, float]:
         snap = self.snapshots[-1] if self.snapshots else MetricsSnapshot.empty()
@@ -513,7 +526,8 @@ class Demo:
                 continue
             m = maps.get(V2.name, V2.version, tenant)
             assert m is not None
-            promote(settings, f"{tenant}/{CARD_NOT_PRESENT}", V2, by="museflow-demo", allow_pooled=False)
+            promote(settings, f"{tenant}/{CARD_NOT_PRESENT}", V2, by="museflow-demo", accept_insufficient=True)
+            self._judge_contract(tenant, m)
             self.swap.promoted[tenant] = True
             self.swap.promoted_by[tenant] = "shadow"
             self.swap.v2_maps[tenant] = {"version": m.version, "samples": m.sample_count,
@@ -645,7 +659,7 @@ class Demo:
 
     def summarize(self) -> dict[str, Any]:
         """Read the score log and labels back, write the swap report and summary.json; return the summary."""
-        from museflow.control.plane import read_state
+        from museflow.control.plane import read_state, settings_contract
         from museflow.kafka.scorelog import read_score_log
         from museflow.swapreport import build_swap_report, write_report
 
@@ -702,6 +716,7 @@ class Demo:
                                              and self.swap.deployed_at is not None else None),
                 "lead_time_by_shadow_s": self.swap.shadow_map_lead_s,
                 "v2_maps_at_promotion": self.swap.v2_maps,
+                "contract": {"terms": settings_contract(settings).describe(), "rows": self.swap.contract},
                 "rehearsal": {**self.swap.rehearsal, "predicted_vs_live": self._predicted_vs_live(judged)},
             },
             "alert_rates": {
@@ -774,6 +789,11 @@ class Demo:
                              for r in checked)
             c.print(f"rehearsal predicted the live mapped alert rate within ±15% on {held} of {len(checked)} rows "
                     f"with enough samples: {rows}")
+        contract = swap.get("contract", {})
+        for tenant, rows in contract.get("rows", {}).items():
+            verdicts = (f"{r['target']:.1%} {r['verdict']} ({r['samples']:,} of {r['samples_needed']:,} samples)"
+                        for r in rows)
+            c.print(f"alert-rate contract at promotion ({contract['terms']}), {tenant}: " + ", ".join(verdicts))
         table = Table(title="alert rate at each tenant's thresholds, before (v1) -> after (v2) the swap")
         for col in ("tenant", "target", "threshold", "n before / after", "mapped before", "mapped after",
                     "mapped", "raw before", "raw after", "raw"):

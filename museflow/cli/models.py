@@ -150,9 +150,15 @@ def show(bootstrap_servers: str | None, topic_prefix: str | None, model: str) ->
                    "(0.03 is about three standard errors of a few hours of shadow traffic).")
 @click.option("--recall-window", "recall_window_s", type=float, default=3600.0, show_default=True,
               help="Seconds of score log the recall gate reads.")
+@click.option("--explain", is_flag=True,
+              help="Print the gates' tables: per threshold the target, the candidate map's estimated alert rate "
+                   "with its interval, its samples, the samples the contract needs, and the verdict.")
+@click.option("--accept-insufficient", is_flag=True,
+              help="Promote although some thresholds lack the samples the alert-rate contract needs; they are "
+                   "flagged on the route. A threshold whose evidence shows a breach is refused all the same.")
 def promote(bootstrap_servers: str | None, topic_prefix: str | None, route: str, candidate: str,
             allow_pooled: bool, by: str, if_version: int | None, recall_margin: float | None,
-            recall_window_s: float) -> None:
+            recall_window_s: float, explain: bool, accept_insufficient: bool) -> None:
     """Make CANDIDATE (NAME@VERSION) the champion of ROUTE (TENANT/INTENT), once its maps are fitted."""
     from museflow.control.plane import promote as promote_candidate
     from museflow.routing import ModelRef
@@ -160,6 +166,7 @@ def promote(bootstrap_servers: str | None, topic_prefix: str | None, route: str,
     settings = settings_from(bootstrap_servers, topic_prefix)
     promoted = promote_candidate(settings, route, ModelRef.parse(candidate), by=by, allow_pooled=allow_pooled,
                                  if_version=if_version, recall_margin=recall_margin,
-                                 recall_window_s=recall_window_s, explain=click.echo)
+                                 recall_window_s=recall_window_s, explain=click.echo if explain else None,
+                                 accept_insufficient=accept_insufficient)
     click.echo(f"route {route} v{promoted.version}: champion {promoted.champion} "
-               f"(rollback: museflow routes rollback {route})")
+               f"(rollback: museflow routes rollback {route})" + (f"; {promoted.comment}" if promoted.comment else ""))

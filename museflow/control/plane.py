@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from museflow.config import Settings
+from museflow.contract import Contract, ContractReport, judge_fit
 from museflow.errors import ConflictError, RouteError, SpecError
 from museflow.estimate import GateReport
 from museflow.kafka.control import ControlTransaction, control_decoder, load_control_state, publish_control
@@ -27,6 +28,7 @@ from museflow.routing import ModelRef, Route
 from museflow.state import PipelineState
 
 __all__ = [
+    "contract_gate",
     "deploy",
     "deployment_record",
     "next_reference_version",
@@ -39,6 +41,7 @@ __all__ = [
     "retire",
     "rollback",
     "set_routes",
+    "settings_contract",
     "stage_artifact",
     "superseded_maps",
     "transaction",
@@ -143,12 +146,39 @@ def recall_gate(settings: Settings, state: PipelineState, route: Route, candidat
     return gate_scores(champion, theirs, {tenant: taus}, margin=margin)
 
 
+def settings_contract(settings: Settings) -> Contract:
+    return Contract(tolerance=settings.contract_tolerance, confidence=settings.contract_confidence)
+
+
+def contract_gate(settings: Settings, state: PipelineState, route: Route, qmap: QuantileMap, *,
+                  contract: Contract, since_s: float = 3600.0) -> ContractReport:
+    """The map the candidate would serve ``route``'s tenant with, judged at each of the route's thresholds
+    on what it was fitted on and the tenant's candidate scores logged since (shadow or canary)."""
+    from museflow.estimate import scores_by_tenant
+    from museflow.kafka.scorelog import read_score_log
+
+    tenant, intent = route.tenant, route.intent
+    since_ms = max(qmap.window_end_ms, int((time.time() - since_s) * 1000))
+    records = read_score_log(settings, since_ms=since_ms, where=lambda r: (
+        r["tenant"] == tenant and r["intent"] == intent))
+    _, theirs = scores_by_tenant(records, (route.champion.name, route.champion.version),
+                                 (qmap.model, qmap.model_version))
+    evidence = theirs[tenant].corrected if tenant in theirs else None
+    reference = state.reference(route.reference)
+    taus = route.watch_thresholds or tuple(float(t) for t in reference.threshold_for((0.05, 0.01)))
+    return ContractReport(contract, tuple(
+        judge_fit(qmap, float(tau), float(reference.alert_rate(tau)), contract, evidence) for tau in taus))
+
+
 def promote(settings: Settings, key: str, candidate: ModelRef, *, by: str = "cli", allow_pooled: bool = False,
             if_version: int | None = None, recall_margin: float | None = None,
-            recall_window_s: float = 3600.0, explain: Callable[[str], None] | None = None) -> Route:
-    """The route's candidate becomes champion, refused until its quantile maps are fitted and, with
-    ``recall_margin``, while its estimated recall at the route's thresholds is more than the margin
-    below the champion's (:func:`recall_gate`; ``explain`` receives the gate's table)."""
+            recall_window_s: float = 3600.0, explain: Callable[[str], None] | None = None,
+            contract: Contract | None = None, accept_insufficient: bool = False) -> Route:
+    """The route's candidate becomes champion, refused until its quantile maps are fitted, unless the
+    alert-rate contract holds at every threshold of the route (:func:`contract_gate`; with
+    ``accept_insufficient`` pairs without enough samples are promoted and flagged, a breach never is)
+    and, with ``recall_margin``, while its estimated recall at the route's thresholds is more than the
+    margin below the champion's (:func:`recall_gate`; ``explain`` receives the gates' tables)."""
     tenant, _, intent = key.partition("/")
     with transaction(settings) as txn:
         state = _state(txn)
@@ -164,6 +194,18 @@ def promote(settings: Settings, key: str, candidate: ModelRef, *, by: str = "cli
                 f"refusing to promote {candidate} on {key}: its quantile map for tenant {tenant!r} onto the route's "
                 f"reference {current.reference} is not fitted yet{hint}. Keep it in shadow until the refit agent "
                 "publishes it (museflow maps list)")
+        serving = own if own is not None else pooled
+        assert serving is not None
+        report = contract_gate(settings, state, current, serving, contract=contract or settings_contract(settings))
+        if explain is not None:
+            explain(report.table())
+        breaches = [r for r in report.rows if r.verdict == "breach"]
+        if breaches or not (report.passed or accept_insufficient):
+            raise RouteError(
+                f"refusing to promote {candidate} on {key}: the alert-rate contract "
+                f"({report.contract.describe()}) is not established: " + "; ".join(report.problems())
+                + ("" if breaches else ". Wait for more shadow or rehearsal samples, or pass --accept-insufficient "
+                   "to promote with these pairs flagged"))
         if recall_margin is not None:
             gate = recall_gate(settings, state, current, candidate, margin=recall_margin, since_s=recall_window_s)
             if explain is not None:
@@ -171,6 +213,10 @@ def promote(settings: Settings, key: str, candidate: ModelRef, *, by: str = "cli
             gate.raise_if_refused()
         promoted = replace(current.promoted(candidate, by=by),
                            version=state.routes.latest_version(tenant, intent) + 1)
+        if not report.passed:
+            flagged = ", ".join(f"{r.threshold:g}" for r in report.rows if not r.holds)
+            promoted = replace(promoted, comment=f"{promoted.comment}; promoted with insufficient alert-rate "
+                                                 f"evidence at {flagged}")
         return _send_route(settings, txn, promoted)
 
 

@@ -20,7 +20,7 @@ import pytest
 from museflow.config import Settings
 from museflow.control.plane import promote, read_state
 from museflow.control.rehearse import rehearse
-from museflow.errors import RefitRefused
+from museflow.errors import RefitRefused, RouteError
 from museflow.kafka.clients import make_producer, read_topic
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.loadgen import TransactionGenerator
@@ -85,11 +85,18 @@ def test_rehearsal_flags_the_broken_tenant_publishes_maps_and_predicts_the_live_
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
     tables: list[str] = []
+    with pytest.raises(RouteError, match=r"alert-rate contract .* is not established: acme-bank > [\d.]+ \(1.00%\): "
+                                         r"insufficient, 12,\d{3} samples of 38,031 needed"):
+        promote(settings, f"acme-bank/{CNP}", V2, by="test", explain=tables.append)
+    assert "alert-rate contract" in tables[0] and "holds" in tables[0] and "insufficient" in tables[0], tables
     with pytest.raises(RefitRefused, match=r"refused on estimated recall .*missing-candidate"):  # no shadow yet
-        promote(settings, f"acme-bank/{CNP}", V2, by="test", recall_margin=0.03, explain=tables.append)
-    assert tables and "REFUSE" in tables[0]
-    for tenant in ("acme-bank", "globex-pay"):
-        promote(settings, f"{tenant}/{CNP}", V2, by="test")  # on the rehearsal's maps, before any shadow map
+        promote(settings, f"acme-bank/{CNP}", V2, by="test", recall_margin=0.03, explain=tables.append,
+                accept_insufficient=True)
+    assert "REFUSE" in tables[-1]
+    for tenant in ("acme-bank", "globex-pay"):  # on the rehearsal's maps, before any shadow map
+        promoted = promote(settings, f"{tenant}/{CNP}", V2, by="test", accept_insufficient=True)
+        flagged = "promoted with insufficient alert-rate evidence at 0.99" in promoted.comment
+        assert flagged == (tenant == "acme-bank"), promoted.comment  # globex-pay watches 0.95 only: it holds
     worker = WorkerProcess(settings.replace(new_group_start="latest"), roles=("router", "scorer"),
                            log_path=tmp_path / "worker.log").start()
     try:
