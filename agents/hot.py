@@ -25,7 +25,10 @@ from typing import Any
 from mode import Service
 
 from agents.context import WorkerContext
+from agents.guard import ContractGuard
 from museflow.config import Settings
+from museflow.contract import AlertRateWatch
+from museflow.control.plane import settings_contract
 from museflow.kafka.loop import BatchLoop, LoopHooks
 from museflow.kafka.offsets import plan_start, seed_offsets
 from museflow.monitoring import ScoreMonitor
@@ -148,7 +151,9 @@ def build_loops(ctx: WorkerContext) -> list[BatchLoop]:
     """The batch loops of the hot roles this worker runs (router fused with scoring when it runs both)."""
     settings, state = ctx.settings, ctx.state
     loops = []
-    monitor = _LockedMonitor(ScoreMonitor(ctx.metrics))
+    guard = ContractGuard(settings, state)
+    watch = AlertRateWatch(settings_contract(settings))
+    monitor = _LockedMonitor(ScoreMonitor(ctx.metrics, watch=watch, on_breach=guard))
 
     def scorer_step() -> ScorerStep:
         return ScorerStep(state, settings.topics, ctx.serdes, monitor=monitor)

@@ -76,6 +76,7 @@ def rules(t: Thresholds | None = None) -> list[AlertRule]:
     em = 'avg by (tenant) (museflow_estimated_base_rate{method="em"})'
     em_base = 'avg by (tenant) (museflow_estimated_base_rate{method="baseline"})'
     shift_low = f"{1 / t.prior_shift_ratio:.3g}"
+    breached = "max by (tenant, intent) (museflow_alert_rate_contract_breached)"
     return [
         AlertRule(
             "MuseflowConsumerLagGrowing", f"({lag} > {t.lag_messages}) and ({lag_delta} > 0)", (lag, lag_delta),
@@ -145,6 +146,13 @@ def rules(t: Thresholds | None = None) -> list[AlertRule]:
             f"of the day before (bounds {shift_low} and {t.prior_shift_ratio}): corrected probabilities are "
             "miscalibrated for this traffic, so estimates and alert rates will move; compare with the labelled "
             "fraud rate as labels arrive."),
+        AlertRule(
+            "MuseflowAlertRateContractBreached", f"{breached} > 0", (breached,), "1m", "critical",
+            "Alert rates of {{ $labels.tenant }} ({{ $labels.intent }}) left the contract",
+            "The sequential watch on served scores found a threshold whose alert rate is outside the contract's "
+            "band for the route version in force: the tenant's alert volume is not what its thresholds promise. "
+            "See the breach record on museflow.verdicts; routes with auto_rollback have been rolled back, others "
+            "need `museflow routes rollback`."),
     ]
 
 

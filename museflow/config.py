@@ -72,6 +72,11 @@ class TopicNames:
         return self._name("references")
 
     @property
+    def verdicts(self) -> str:
+        """The alert-rate contract's verdicts (promote, hold, breach, rollback), for audit."""
+        return self._name("verdicts")
+
+    @property
     def labels(self) -> str:
         return self._name("labels")
 

@@ -119,6 +119,15 @@ class PipelineMetrics:
             "museflow_candidate_estimated_recall",
             "CBPE recall of a shadow or canary candidate at a watch threshold, on the events it scored and "
             "its own map, over the recent window.", ["tenant", "model", "threshold"], registry=r)
+        self.alert_rate_breaches = Counter(
+            "museflow_alert_rate_breaches_total",
+            "Breaches of the alert-rate contract found by the sequential watch on served scores, per tenant, "
+            "intent and direction (above or below the tolerance band).", ["tenant", "intent", "direction"],
+            registry=r)
+        self.alert_rate_breached = Gauge(
+            "museflow_alert_rate_contract_breached",
+            "1 while the route version in force has breached the alert-rate contract at some threshold, else 0.",
+            ["tenant", "intent"], registry=r)
         self.rebalances = Counter(
             "museflow_rebalances_total", "Partition assignments the hot loops of this worker received.",
             ["role"], registry=r)

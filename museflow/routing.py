@@ -115,6 +115,8 @@ class Route:
     updated_by: str = "museflow"
     comment: str | None = None
     deleted: bool = False
+    auto_rollback: bool = False
+    """Roll back to the previous route version on its own when the alert-rate watch finds a breach."""
     _salt: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -188,7 +190,7 @@ class Route:
             "reference": {"name": ref_name, "version": int(ref_version)},
             "watch_thresholds": list(self.watch_thresholds),
             "updated_at": self.updated_at, "updated_by": self.updated_by,
-            "comment": self.comment, "deleted": self.deleted,
+            "comment": self.comment, "deleted": self.deleted, "auto_rollback": self.auto_rollback,
         }
 
     @classmethod
@@ -207,6 +209,7 @@ class Route:
                 updated_at=int(record.get("updated_at") or 0),
                 updated_by=str(record.get("updated_by") or "museflow"),
                 comment=record.get("comment"), deleted=bool(record.get("deleted", False)),
+                auto_rollback=bool(record.get("auto_rollback", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, RouteError):
@@ -287,12 +290,18 @@ class RouteTable:
         return {m for route in self._routes.values() for m in route.models()}
 
 
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise RouteError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def load_routes_yaml(path: str | Path | None = None, *, text: str | None = None) -> list[Route]:
     """Routes from YAML: a list under ``routes:`` (or a single mapping), with clear errors.
 
     Each item: ``tenant``, ``intent``, ``champion: NAME@VERSION``, optional ``candidates``
     (``- {model: NAME@VERSION, mode: shadow|canary, fraction: 0.1}``), ``reference``
-    (``NAME@VERSION``, default ``uniform@1``), ``watch_thresholds``, ``comment``.
+    (``NAME@VERSION``, default ``uniform@1``), ``watch_thresholds``, ``auto_rollback``, ``comment``.
     """
     where = str(path) if path is not None else "<routes>"
     try:
@@ -309,7 +318,8 @@ def load_routes_yaml(path: str | Path | None = None, *, text: str | None = None)
     else:
         raise RouteError(f"{where}: expected a mapping with 'routes:' or a list of routes")
     routes = []
-    allowed = {"tenant", "intent", "champion", "candidates", "reference", "watch_thresholds", "comment"}
+    allowed = {"tenant", "intent", "champion", "candidates", "reference", "watch_thresholds", "auto_rollback",
+               "comment"}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise RouteError(f"{where}: routes[{i}] must be a mapping")
@@ -328,6 +338,7 @@ def load_routes_yaml(path: str | Path | None = None, *, text: str | None = None)
                 champion=ModelRef.parse(item["champion"]), candidates=tuple(candidates),
                 reference=str(item.get("reference", "uniform@1")),
                 watch_thresholds=tuple(float(t) for t in item.get("watch_thresholds") or ()),
+                auto_rollback=_flag(item.get("auto_rollback", False), "auto_rollback"),
                 comment=item.get("comment"),
             ))
         except KeyError as exc:

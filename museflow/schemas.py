@@ -45,6 +45,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "ModelDeployment",
     "QuantileMap",
     "ReferenceDistribution",
+    "ContractVerdict",
 )
 """Every record schema museflow ships, by file name (``schemas/avro/<name>.avsc``)."""
 

@@ -319,6 +319,7 @@ _TOPIC_SCHEMAS = {
     "deployments": "ModelDeployment",
     "quantile-maps": "QuantileMap",
     "references": "ReferenceDistribution",
+    "verdicts": "ContractVerdict",
 }
 
 
@@ -381,6 +382,10 @@ class Serdes:
     @property
     def references(self) -> AvroSerde:
         return self._serdes["ReferenceDistribution"]
+
+    @property
+    def verdicts(self) -> AvroSerde:
+        return self._serdes["ContractVerdict"]
 
     def schema_for_topic(self, topic: str, topics: TopicNames | None = None) -> str | None:
         """The schema name museflow uses on ``topic`` (prefix-aware), or None when it cannot tell."""

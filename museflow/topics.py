@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from museflow.config import Settings
 
-__all__ = ["COMPACTED", "TopicSpec", "control_topics", "core_topics", "model_topic", "tenant_topic"]
+__all__ = ["COMPACTED", "TopicSpec", "control_topics", "core_topics", "model_topic", "tenant_topic", "verdicts_topic"]
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
@@ -45,8 +45,15 @@ def core_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.dlq, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}, rf),
         TopicSpec(t.score_log, n, dict(retained), rf),
         TopicSpec(t.labels, n, dict(retained), rf),
+        verdicts_topic(settings),
         *control_topics(settings),
     ]
+
+
+def verdicts_topic(settings: Settings) -> TopicSpec:
+    """The contract's verdicts: one partition (one order per deployment), kept a year for audit."""
+    return TopicSpec(settings.topics.verdicts, 1, {"retention.ms": str(365 * 24 * 3600 * 1000)},
+                     settings.replication_factor)
 
 
 def model_topic(settings: Settings, model_name: str) -> TopicSpec:

@@ -30,7 +30,8 @@ def routes_group() -> None:
 @routes_group.command("set")
 @kafka_options
 @click.option("-f", "--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML with a 'routes:' list (tenant, intent, champion, candidates, reference, watch_thresholds).")
+              help="YAML with a 'routes:' list (tenant, intent, champion, candidates, reference, watch_thresholds, "
+                   "auto_rollback).")
 @click.option("--tenant", help="Tenant (with --intent and --champion instead of a file).")
 @click.option("--intent", help="Intent, e.g. card-not-present.")
 @click.option("--champion", help="Serving model, NAME@VERSION.")
@@ -38,11 +39,13 @@ def routes_group() -> None:
 @click.option("--canary", "canaries", multiple=True, help="Canary candidate NAME@VERSION:FRACTION (repeatable).")
 @click.option("--reference", default="uniform@1", show_default=True, help="Reference distribution NAME@VERSION.")
 @click.option("--watch", "watch", multiple=True, type=float, help="Watch threshold on mapped scores (repeatable).")
+@click.option("--auto-rollback", is_flag=True,
+              help="Roll back to the previous route version on its own when the alert-rate watch finds a breach.")
 @click.option("--by", default="cli", show_default=True, help="Who makes the change (recorded).")
 @IF_VERSION
 def routes_set(bootstrap_servers: str | None, topic_prefix: str | None, path: Path | None, tenant: str | None,
                intent: str | None, champion: str | None, shadows: tuple[str, ...], canaries: tuple[str, ...],
-               reference: str, watch: tuple[float, ...], by: str, if_version: int | None) -> None:
+               reference: str, watch: tuple[float, ...], auto_rollback: bool, by: str, if_version: int | None) -> None:
     """Publish new route versions (refused if a model is not deployed)."""
     settings = settings_from(bootstrap_servers, topic_prefix)
     if path is not None:
@@ -57,7 +60,7 @@ def routes_set(bootstrap_servers: str | None, topic_prefix: str | None, path: Pa
                                          param_hint="--canary")
             candidates.append(Candidate(ModelRef.parse(ref), "canary", float(fraction)))
         routes = [Route(tenant=tenant, intent=intent, champion=ModelRef.parse(champion), candidates=tuple(candidates),
-                        reference=reference, watch_thresholds=tuple(watch))]
+                        reference=reference, watch_thresholds=tuple(watch), auto_rollback=auto_rollback)]
     else:
         raise click.UsageError("give --file, or --tenant, --intent and --champion")
     for versioned in set_routes(settings, routes, by=by, if_version=if_version):
@@ -71,13 +74,14 @@ def routes_set(bootstrap_servers: str | None, topic_prefix: str | None, path: Pa
 def routes_show(bootstrap_servers: str | None, topic_prefix: str | None, tenant: str | None) -> None:
     """The routes in force."""
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
-    table = Table("tenant", "intent", "version", "champion", "candidates", "reference", "watch")
+    table = Table("tenant", "intent", "version", "champion", "candidates", "reference", "watch", "auto rollback")
     for r in state.routes:
         if tenant and r.tenant != tenant:
             continue
         table.add_row(r.tenant, r.intent, str(r.version), str(r.champion),
                       ", ".join(f"{c.model} {c.mode} {c.fraction:g}" for c in r.candidates) or "-",
-                      r.reference, ", ".join(f"{t:g}" for t in r.watch_thresholds) or "-")
+                      r.reference, ", ".join(f"{t:g}" for t in r.watch_thresholds) or "-",
+                      "yes" if r.auto_rollback else "no")
     _out.print(table)
 
 

@@ -14,18 +14,20 @@ import shutil
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from museflow.config import Settings
 from museflow.contract import Contract, ContractReport, judge_fit
-from museflow.errors import ConflictError, RouteError, SpecError
+from museflow.errors import ConflictError, KafkaError, RouteError, SpecError
 from museflow.estimate import GateReport
 from museflow.kafka.control import ControlTransaction, control_decoder, load_control_state, publish_control
 from museflow.qmap import QuantileMap, map_key
 from museflow.reference import ReferenceDistribution
 from museflow.routing import ModelRef, Route
 from museflow.state import PipelineState
+from museflow.verdicts import verdict_record
 
 __all__ = [
     "contract_gate",
@@ -36,6 +38,7 @@ __all__ = [
     "publish_map",
     "publish_reference",
     "publish_route",
+    "publish_verdict",
     "read_state",
     "recall_gate",
     "retire",
@@ -146,6 +149,25 @@ def recall_gate(settings: Settings, state: PipelineState, route: Route, candidat
     return gate_scores(champion, theirs, {tenant: taus}, margin=margin)
 
 
+def publish_verdict(settings: Settings, record: dict[str, Any], txn: ControlTransaction | None = None) -> None:
+    """Append a ``ContractVerdict`` to the verdicts topic (inside ``txn``: only if the change commits)."""
+    from museflow.kafka.admin import ensure_topics
+    from museflow.kafka.clients import make_producer
+    from museflow.kafka.schema_registry import serdes_from_settings
+    from museflow.topics import verdicts_topic
+
+    ensure_topics(settings, [verdicts_topic(settings)])
+    value = serdes_from_settings(settings).verdicts.encode(record)
+    key = f"{record['tenant']}/{record['intent']}".encode()
+    if txn is not None:
+        txn.producer.produce(settings.topics.verdicts, key=key, value=value)
+        return
+    producer = make_producer(settings)
+    producer.produce(settings.topics.verdicts, key=key, value=value)
+    if producer.flush(30) != 0:
+        raise KafkaError(f"verdict for {key.decode()} not acknowledged by {settings.topics.verdicts} within 30 s")
+
+
 def settings_contract(settings: Settings) -> Contract:
     return Contract(tolerance=settings.contract_tolerance, confidence=settings.contract_confidence)
 
@@ -200,7 +222,13 @@ def promote(settings: Settings, key: str, candidate: ModelRef, *, by: str = "cli
         if explain is not None:
             explain(report.table())
         breaches = [r for r in report.rows if r.verdict == "breach"]
-        if breaches or not (report.passed or accept_insufficient):
+        refused = bool(breaches) or not (report.passed or accept_insufficient)
+        verdict = partial(verdict_record, tenant=tenant, intent=intent, model=candidate.name,
+                          model_version=candidate.version, contract=report.contract, rows=report.rows, by=by)
+        if refused:
+            hold = verdict("hold", route_version=current.version,
+                           detail="; ".join(report.problems()) or "no threshold to judge")
+            publish_verdict(settings, hold)
             raise RouteError(
                 f"refusing to promote {candidate} on {key}: the alert-rate contract "
                 f"({report.contract.describe()}) is not established: " + "; ".join(report.problems())
@@ -217,6 +245,8 @@ def promote(settings: Settings, key: str, candidate: ModelRef, *, by: str = "cli
             flagged = ", ".join(f"{r.threshold:g}" for r in report.rows if not r.holds)
             promoted = replace(promoted, comment=f"{promoted.comment}; promoted with insufficient alert-rate "
                                                  f"evidence at {flagged}")
+        publish_verdict(settings, verdict("promote", route_version=promoted.version, detail=promoted.comment or ""),
+                        txn)
         return _send_route(settings, txn, promoted)
 
 

@@ -69,6 +69,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "ReferenceDistribution": {"name": "acme-cnp", "version": 1, "kind": "beta", "params": {"a": 2.0, "b": 8.0},
                               "knots_u": [0.0, 1.0], "knots_x": [0.0, 1.0]},
+    "ContractVerdict": {"kind": "breach", "tenant": "acme-bank", "intent": "card-not-present", "model": "fraud-cnp",
+                        "model_version": "2", "route_version": 4, "tolerance": 0.1, "confidence": 0.95,
+                        "thresholds": [{"threshold": 0.95, "target": 0.05, "estimate": 0.071, "low": 0.066,
+                                        "high": 0.076, "samples": 24_000, "samples_needed": 7299,
+                                        "verdict": "above"}],
+                        "detail": "", "at": NOW_MS, "by": "museflow-watch"},
 }
 
 
