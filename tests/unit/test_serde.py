@@ -54,7 +54,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "champion": {"model": "fraud-cnp", "version": "1"},
         "candidates": [{"model": "fraud-cnp", "version": "2", "mode": "canary", "fraction": 0.1}],
         "reference": {"name": "acme-cnp", "version": 1}, "watch_thresholds": [0.9], "updated_at": NOW_MS,
-        "updated_by": "ops", "comment": None, "deleted": False,
+        "updated_by": "ops", "comment": None, "deleted": False, "auto_rollback": False,
     },
     "ModelDeployment": {
         "model": "fraud-cnp", "version": "2", "action": "deploy", "spec_yaml": "name: fraud-cnp\n",
