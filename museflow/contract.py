@@ -7,20 +7,23 @@ an empirical quantile; on the tenant's future traffic it alerts on a share ``r``
 needs ``samples_needed(p) = z_c^2 (1 - p) / (p t^2)`` scores: 7,300 at 5%, 38,000 at 1% and
 384,000 at 0.1% for the defaults (±10%, 95%).
 
-Small tenants borrow strength (Bühlmann-Straub credibility, per score level): at a corrected
-score ``x`` the tenant's tail share ``a_t(x)`` is blended with the pooled one ``a_P(x)`` of the
-(model version, intent) with weight ``w = n_t / (n_t + k(x))``, ``k = sigma^2 / tau^2`` the
-within-tenant (Bernoulli) variance over the between-tenant variance of the tail shares,
-estimated from all tenants by moments. The blended CDF is then composed with *the tenant's own*
-reference quantile function. Its alert-rate error has mean square
-``w^2 p(1-p)/n_t + (1-w)^2 (tau^2 + p(1-p)/N)``, which gives its effective samples and so its
-verdict, with the same formula as a tenant-only map (``w = 1``) or a pooled one (``w = 0``).
+Small tenants borrow strength (credibility per score level). Tenants' tail shares differ by
+factors (fraud prevalence multiplies the tail), so the model is on the log scale: at a corrected
+score ``x`` the tenant's log tail share is the pooled one's plus ``theta ~ (0, tau^2(x))``, and its
+own share seen on ``n_t`` scores has relative sampling variance ``v = (1 - a) / (n_t a)``.
+``tau^2`` is estimated from every tenant (Paule-Mandel moments, :func:`credibility`). Predicting
+the tenant's share by the pooled one has mean square relative error ``rho^2 = E[(e^-theta - 1)^2]``;
+the blend ``w F_t + (1 - w) F_P`` with ``w = rho^2 / (rho^2 + v)`` (Bühlmann's ``c / (c + k)`` in
+counts ``c`` above ``x``) is composed with *the tenant's own* reference quantile function. Its
+relative mean square error ``w^2 v + (1 - w)^2 rho^2`` gives its interval, effective samples and
+verdict, with the same formula for a tenant-only map (``w = 1``) or a pooled one (``w = 0``).
 
-After promotion :class:`AlertRateWatch` runs a two-sided Bernoulli CUSUM per (tenant, threshold)
-against the tolerance band; its threshold ``h = ln(horizon * pairs / alpha)`` bounds the chance
-of any false alarm over ``horizon`` observations across ``pairs`` watched pairs by ``alpha``
-(each CUSUM restart is a one-sided SPRT whose crossing probability under the null is at most
-``e^-h``; a union bound does the rest).
+After promotion :class:`AlertRateWatch` runs, per (tenant, threshold) and side of the tolerance
+band, a Bernoulli log-likelihood ratio of ``p (1 ± shift)`` against the band's edge, both
+unreflected from the promotion (an SPRT, ``h_start = ln(4 pairs / alpha)`` by Ville's inequality)
+and reflected at 0 (a CUSUM for later changes, ``h = ln(4 horizon pairs / alpha)`` by a union
+bound over its restarts): a false alarm on a pair within its band has probability <= ``alpha``
+over ``pairs`` pairs watched for ``horizon`` observations each.
 """
 
 from __future__ import annotations
@@ -114,7 +117,13 @@ class Contract:
 
 @dataclass(frozen=True)
 class Credibility:
-    """Per score level ``xs``: pooled tail share, within and between-tenant variance of the shares."""
+    """Per score level ``xs``: the pooled tail share and the spread of the tenants' log tail shares around it.
+
+    ``within`` is the tenants' mean sampling variance of their log share, ``between`` the
+    between-tenant variance ``tau^2`` of the log shares beyond it (inf with fewer than two tenants)
+    and ``between_upper`` its upper confidence bound (the judge's, so a verdict does not rest on
+    a lucky low estimate of how much tenants differ).
+    """
 
     xs: FloatArray
     pooled_share: FloatArray
@@ -122,22 +131,56 @@ class Credibility:
     between: FloatArray
     pooled_count: int
     tenants: int
+    between_upper: FloatArray | None = None
+
+    def spread(self, upper: bool = False) -> FloatArray:
+        """Mean square relative error of the pooled share taken as a tenant's: ``E[(e^-theta - 1)^2]``."""
+        between = self.between_upper if upper and self.between_upper is not None else self.between
+        tau2 = np.minimum(between, 25.0)
+        return np.where(np.isfinite(between), np.exp(2 * tau2) - 2 * np.exp(tau2 / 2) + 1, np.inf)
 
     def k(self) -> FloatArray:
-        """Bühlmann's ``sigma^2 / tau^2`` (inf where the tenants do not differ measurably)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.between > 0, self.within / np.maximum(self.between, 1e-300), np.inf)
+        """Bühlmann's ``k`` in scores above the level: the tenant's own count there that earns weight 1/2."""
+        with np.errstate(divide="ignore"):
+            return 1.0 / self.spread()
 
-    def weight(self, n: int) -> FloatArray:
-        """The tenant's own weight at each level: ``n / (n + k)``."""
-        if n <= 0:
-            return np.zeros_like(self.xs)
-        k = self.k()
-        return np.where(np.isfinite(k), n / (n + np.where(np.isfinite(k), k, 0.0)), 0.0)
+    def weight(self, n: int, own_share: npt.ArrayLike | None = None) -> FloatArray:
+        """The tenant's own weight at each level, ``rho^2 / (rho^2 + v)`` (see :func:`_weight`).
+
+        ``own_share`` is the tenant's tail share at each level (default: the pooled one).
+        """
+        share = self.pooled_share if own_share is None else np.asarray(own_share, dtype=np.float64)
+        return _weight(self.spread(), _relative_variance(n, share))
 
     def at(self, x: float) -> tuple[float, float]:
-        """``(pooled share, between-tenant variance)`` at corrected score ``x`` (interpolated)."""
-        return (float(np.interp(x, self.xs, self.pooled_share)), float(np.interp(x, self.xs, self.between)))
+        """``(pooled share, between-tenant variance of log shares)`` at corrected score ``x`` (interpolated)."""
+        tau2 = float(np.interp(x, self.xs, self.between)) if np.isfinite(self.between).all() else math.inf
+        return float(np.interp(x, self.xs, self.pooled_share, left=1.0, right=0.0)), tau2
+
+    def prior(self, xs: npt.ArrayLike, upper: bool = False) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """At ``xs`` (linear between levels): pooled share, its relative sampling variance, and :meth:`spread`."""
+        points = np.asarray(xs, dtype=np.float64)
+        share = np.interp(points, self.xs, self.pooled_share, left=1.0, right=0.0)
+        spread = (np.interp(points, self.xs, self.spread(upper)) if np.isfinite(self.between).all()
+                  else np.full(points.shape, np.inf))
+        return share, _relative_variance(self.pooled_count, share), spread
+
+
+def _relative_variance(n: int, share: npt.ArrayLike) -> FloatArray:
+    """Sampling variance of the log of a tail share seen on ``n`` scores (``(1-a)/(n a)``, Haldane-corrected)."""
+    a = np.clip(np.asarray(share, dtype=np.float64), 0.0, 1.0)
+    if n <= 0:
+        return np.full(a.shape, np.inf)
+    return np.maximum(1.0 / (n * a + 0.5) - 1.0 / (n + 0.5), 0.0)
+
+
+def _weight(spread: FloatArray, variance: FloatArray) -> FloatArray:
+    """``rho^2 / (rho^2 + v)``: 1 without a measurable pool (``rho^2`` inf), 0 without own scores (``v`` inf)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = spread / (spread + variance)
+    w = np.where(np.isinf(spread) & np.isfinite(variance), 1.0, w)
+    w = np.where(np.isinf(variance), 0.0, w)
+    return np.clip(np.nan_to_num(w, nan=0.0), 0.0, 1.0)
 
 
 def tail_shares(sample: ScoreSample, xs: npt.ArrayLike) -> FloatArray:
@@ -146,54 +189,87 @@ def tail_shares(sample: ScoreSample, xs: npt.ArrayLike) -> FloatArray:
 
 
 def credibility(samples: Mapping[str, ScoreSample], pooled: ScoreSample,
-                levels: npt.ArrayLike | None = None) -> Credibility:
-    """Estimate the credibility components on the pooled quantiles at ``levels`` from every tenant's sample."""
+                levels: npt.ArrayLike | None = None, upper: float = 0.95) -> Credibility:
+    """Estimate the credibility components on the pooled quantiles at ``levels`` from every tenant's sample.
+
+    At each level the tenants' log tail shares ``y_i`` (Haldane-corrected, sampling variance
+    ``v_i = 1/(c_i + 1/2) - 1/(n_i + 1/2)`` for ``c_i`` of ``n_i`` scores above it) scatter around the
+    pooled one ``m``; ``tau^2`` solves ``Q(tau^2) = sum (y_i - m)^2 / (v_i + tau^2) = I - 1``
+    (Paule-Mandel), so every tenant counts, not mostly the largest; its ``upper`` confidence bound
+    solves ``Q = chi^2_{I-1}(1 - upper)`` (Q-profile).
+    """
     grid = probability_grid() if levels is None else np.asarray(levels, dtype=np.float64)
     xs = np.maximum.accumulate(np.asarray(pooled.quantile(grid), dtype=np.float64))
     xs[0], xs[-1] = pooled.min, pooled.max
-    counts = np.array([s.count for s in samples.values()], dtype=np.float64)
-    used = [s for s in samples.values() if s.count > 0]
-    counts = counts[counts > 0]
-    total = float(counts.sum())
+    xs = np.unique(xs)
     pooled_share = tail_shares(pooled, xs)
-    if len(used) < 2 or total <= 0:
-        zero = np.zeros_like(xs)
-        return Credibility(xs, pooled_share, pooled_share * (1 - pooled_share), zero, int(pooled.count), len(used))
-    shares = np.vstack([tail_shares(s, xs) for s in used])
-    mean = (counts[:, None] * shares).sum(axis=0) / total
-    within = (counts[:, None] * shares * (1 - shares)).sum(axis=0) / total
-    spread = (counts[:, None] * (shares - mean) ** 2).sum(axis=0)
-    denominator = total - float((counts ** 2).sum()) / total
-    if denominator <= 0:
-        return Credibility(xs, pooled_share, within, np.zeros_like(xs), int(pooled.count), len(used))
-    between = np.maximum(0.0, (spread - (len(used) - 1) * within) / denominator)
-    return Credibility(xs, pooled_share, within, between, int(pooled.count), len(used))
+    used = [s for s in samples.values() if s.count > 0]
+    if len(used) < 2:
+        inf = np.full_like(xs, np.inf)
+        return Credibility(xs, pooled_share, inf, inf, int(pooled.count), len(used))
+    counts = np.array([s.count for s in used], dtype=np.float64)[:, None]
+    above = counts * np.vstack([tail_shares(s, xs) for s in used])
+    y = np.log((above + 0.5) / (counts + 0.5))
+    v = np.maximum(1.0 / (above + 0.5) - 1.0 / (counts + 0.5), 1e-12)
+    m = np.log((pooled.count * pooled_share + 0.5) / (pooled.count + 0.5))
+    d2 = (y - m) ** 2
+    dof = len(used) - 1
+    between = _q_root(d2, v, float(dof))
+    low_q = dof * (1 - 2 / (9 * dof) + NormalDist().inv_cdf(1 - upper) * math.sqrt(2 / (9 * dof))) ** 3
+    return Credibility(xs, pooled_share, v.mean(axis=0), between, int(pooled.count), len(used),
+                       _q_root(d2, v, max(low_q, 1e-3)))
+
+
+def _q_root(d2: FloatArray, v: FloatArray, target: float) -> FloatArray:
+    """Per level, the ``tau^2 >= 0`` with ``sum_i d2_i / (v_i + tau^2) = target`` (0 when none), by bisection."""
+
+    def excess(tau2: FloatArray) -> FloatArray:
+        return np.asarray((d2 / (v + tau2)).sum(axis=0) - target, dtype=np.float64)
+
+    lo, hi = np.zeros(d2.shape[1]), d2.sum(axis=0) / target + 1e-12
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        above_root = excess(mid) > 0
+        lo, hi = np.where(above_root, mid, lo), np.where(above_root, hi, mid)
+    return np.where(excess(np.zeros(d2.shape[1])) > 0, (lo + hi) / 2, 0.0)
+
+
+def _own_cdf(sample: ScoreSample, levels: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The tenant-only map's knots ``(u_i, x_i)`` (as :func:`museflow.refit.fit_map` places them)."""
+    xs = np.asarray(sample.quantile(levels), dtype=np.float64)
+    xs[0], xs[-1] = sample.min, sample.max
+    return collapse_ties(levels, np.maximum.accumulate(xs))
 
 
 def blend_map(tenant_sample: ScoreSample | None, cred: Credibility, reference: ReferenceDistribution, *,
               model: str, model_version: str, tenant: str, intent: str, version: int,
-              now_ms: int = 0, source: str = "blended") -> QuantileMap:
-    """``Q_ref_t(w F_t + (1 - w) F_P)`` on the tenant's own reference (pooled alone when it has no scores)."""
+              now_ms: int = 0, source: str = "blended", levels: npt.ArrayLike | None = None) -> QuantileMap:
+    """``Q_ref_t(w F_t + (1 - w) F_P)`` on the tenant's own reference (pooled alone when it has no scores).
+
+    Knots sit at the pooled levels and at the tenant's own quantiles at ``levels``; ``F_t`` is the
+    tenant-only map's piecewise-linear CDF, so ``w = 1`` gives that map and ``w = 0`` the pooled one.
+    """
     where = f"blend_map {model}/{model_version} tenant={tenant} intent={intent}"
     n = 0 if tenant_sample is None else tenant_sample.count
-    xs = cred.xs.copy()
-    if n > 0 and tenant_sample is not None:
-        xs[0], xs[-1] = min(xs[0], tenant_sample.min), max(xs[-1], tenant_sample.max)
+    grid = probability_grid() if levels is None else np.asarray(levels, dtype=np.float64)
+    pooled_share = cred.pooled_share
+    xs = cred.xs
+    if tenant_sample is not None and n > 0:
+        own_u, own_x = _own_cdf(tenant_sample, grid)
+        xs = np.unique(np.concatenate([cred.xs, own_x]))
+        pooled_share, _, spread = cred.prior(xs)
+        weight = _weight(spread, _relative_variance(n, tail_shares(tenant_sample, xs)))
+        own_fit = 1.0 - np.interp(xs, own_x, own_u, left=0.0, right=1.0)
+        share = weight * own_fit + (1.0 - weight) * pooled_share
+    else:
+        share = pooled_share
     if not xs[-1] > xs[0]:
         raise MapError(f"{where}: every score equals {xs[0]!r}; a constant model cannot be mapped")
-    pooled_cdf = 1.0 - cred.pooled_share
-    weight = cred.weight(n)
-    own = np.asarray(tenant_sample.cdf(xs), dtype=np.float64) if n > 0 and tenant_sample is not None else pooled_cdf
-    us = np.clip(np.maximum.accumulate(weight * own + (1 - weight) * pooled_cdf), 0.0, 1.0)
+    us = np.clip(np.maximum.accumulate(1.0 - share), 0.0, 1.0)
     us[0], us[-1] = 0.0, 1.0
-    # Strictly rising x with non-decreasing u: drop repeated x, keep the highest u seen for it.
-    xs, first = np.unique(xs, return_index=True)
-    us = np.maximum.accumulate(us[first])
-    us[-1] = 1.0
-    levels, knots = collapse_ties(us, xs)
-    ys = reference.quantile(levels)
+    ys = reference.quantile(us)
     return QuantileMap(model=model, model_version=model_version, tenant=tenant, intent=intent, version=version,
-                       reference_name=reference.name, reference_version=reference.version, knots_x=knots,
+                       reference_name=reference.name, reference_version=reference.version, knots_x=xs,
                        knots_y=ys, sample_count=n, tail_sample_count=0, window_end_ms=now_ms, created_at_ms=now_ms,
                        source=source)
 
@@ -229,31 +305,37 @@ def judge(qmap: QuantileMap, threshold: float, target: float, evidence: ScoreSam
           contract: Contract, cred: Credibility | None = None) -> Judgement:
     """Judge ``qmap`` at ``threshold`` on the tenant's ``evidence`` (its candidate scores), borrowing from ``cred``.
 
-    The estimate is the credibility-weighted share above the map's cut; its interval uses the
-    blend's mean square error. ``holds``: the interval lies inside the contract's band;
-    ``breach``: it lies wholly outside; otherwise ``insufficient`` (more samples needed).
+    The estimate of the map's alert rate on the tenant's traffic is ``w r + (1 - w) a_P``: ``r`` the
+    evidence's share above the map's cut, ``a_P`` the pooled one, ``w = rho^2 / (rho^2 + v)`` with
+    ``v = (1 - s) / (n s)`` the relative variance of ``r`` (``s`` the larger of target and estimate).
+    Its relative mean square error ``w^2 v + (1 - w)^2 (rho_up^2 + v_P)``, at the upper bound of the
+    tenants' spread, gives the interval and the effective samples. ``holds``: the interval lies
+    inside the contract's band; ``breach``: wholly outside; otherwise ``insufficient``. Without
+    ``cred`` the evidence stands alone (``w = 1``).
     """
     n = 0 if evidence is None else evidence.count
-    cut = float(qmap.inverse([threshold])[0])
-    own = float(tail_shares(evidence, [cut])[0]) if evidence is not None and n > 0 else math.nan
-    variance = target * (1 - target)
-    if cred is not None and cred.tenants >= 1:
-        pooled_share, between = cred.at(cut)
-        k = variance / between if between > 0 else math.inf
-        weight = n / (n + k) if n > 0 and math.isfinite(k) else (1.0 if n > 0 and cred.tenants < 2 else 0.0)
-        if n > 0 and not math.isfinite(k):
-            weight = 0.0 if cred.tenants >= 2 else 1.0
-        pooled_noise = between + variance / max(cred.pooled_count, 1)
+    needed = contract.samples_needed(target)
+    cut = _cut(qmap, threshold)
+    own = math.nan
+    if evidence is not None and n > 0:
+        own = 1.0 if cut == -math.inf else 0.0 if cut == math.inf else float(tail_shares(evidence, [cut])[0])
+    if cred is None:
+        pooled, pooled_noise, spread, spread_upper = math.nan, math.inf, math.inf, math.inf
     else:
-        pooled_share, weight, pooled_noise = math.nan, 1.0, math.inf
-    if n == 0 and weight > 0:
-        weight = 0.0
-    estimate = weight * (own if n > 0 else 0.0) + (1 - weight) * (pooled_share if weight < 1 else 0.0)
-    mse = (weight ** 2 * variance / n if n > 0 else 0.0) + ((1 - weight) ** 2 * pooled_noise if weight < 1 else 0.0)
-    if not math.isfinite(mse) or (n == 0 and cred is None):
-        return Judgement(qmap.tenant or "", qmap.intent, threshold, target, math.nan, (math.nan, math.nan), n, 0.0,
-                         contract.samples_needed(target), weight, "insufficient")
-    half = contract.z * math.sqrt(mse)
+        pooled, pooled_noise, spread = (float(a[0]) for a in cred.prior([cut]))
+        spread_upper = float(cred.prior([cut], upper=True)[2][0])
+    if n == 0 and cred is None:
+        return Judgement(qmap.tenant or "", qmap.intent, threshold, target, math.nan, (math.nan, math.nan), 0, 0.0,
+                         needed, 0.0, "insufficient")
+    scale = target
+    for _ in range(2):
+        variance = (1 - scale) / (n * scale) if n > 0 else math.inf
+        weight = float(_weight(np.array([spread]), np.array([variance]))[0])
+        estimate = own if weight >= 1 else pooled if weight <= 0 else weight * own + (1 - weight) * pooled
+        scale = min(max(target, estimate), 1.0 - 1e-12)
+    mse = (weight ** 2 * variance if weight > 0 else 0.0) + \
+        ((1 - weight) ** 2 * (spread_upper + pooled_noise) if weight < 1 else 0.0)
+    half = contract.z * scale * math.sqrt(mse)
     low, high = estimate - half, estimate + half
     lo_band, hi_band = contract.band(target)
     if lo_band <= low and high <= hi_band:
@@ -262,9 +344,20 @@ def judge(qmap: QuantileMap, threshold: float, target: float, evidence: ScoreSam
         verdict = "breach"
     else:
         verdict = "insufficient"
-    effective = variance / mse if mse > 0 else math.inf
+    effective = (1 - target) / (target * mse) if mse > 0 else math.inf
     return Judgement(qmap.tenant or "", qmap.intent, threshold, target, estimate, (low, high), n, effective,
-                     contract.samples_needed(target), weight, verdict)
+                     needed, weight, verdict)
+
+
+def _cut(qmap: QuantileMap, threshold: float) -> float:
+    """The corrected score above which ``qmap`` sends scores strictly above ``threshold`` (±inf: all or none)."""
+    xs, ys = qmap.knots_x, qmap.knots_y
+    if threshold >= ys[-1]:
+        return math.inf
+    if threshold < ys[0]:
+        return -math.inf
+    i = int(np.searchsorted(ys, threshold, side="right"))
+    return float(xs[i - 1] + (threshold - ys[i - 1]) / (ys[i] - ys[i - 1]) * (xs[i] - xs[i - 1]))
 
 
 @dataclass(frozen=True)
@@ -283,8 +376,11 @@ class Breach:
 @dataclass
 class _Cusum:
     target: float
+    horizon: int
     upper: float = 0.0
     lower: float = 0.0
+    upper_start: float = 0.0
+    lower_start: float = 0.0
     seen: int = 0
     alerts: int = 0
 
@@ -294,8 +390,11 @@ class AlertRateWatch:
     """Two-sided Bernoulli CUSUM per (tenant, intent, threshold) on the served (mapped) scores.
 
     The null is the edge of the contract's band (``p (1 ± tolerance)``), the alternative
-    ``p (1 ± shift)``; ``h`` bounds the family-wise false-alarm chance by ``alpha`` over
-    ``horizon`` observations per pair across ``pairs`` pairs.
+    ``p (1 ± shift)``. Each side runs the log-likelihood ratio twice: unreflected from the start
+    of the watch (an SPRT: a map that is wrong from promotion is caught after ``h_start``) and
+    reflected at 0 (a CUSUM: a later change is caught after ``h``). Half of ``alpha`` goes to
+    each, split over both sides of ``pairs`` pairs; ``horizon`` is the observations one pair is
+    watched for (per pair with :meth:`watch`).
     """
 
     contract: Contract = field(default_factory=Contract)
@@ -307,11 +406,21 @@ class AlertRateWatch:
 
     @property
     def h(self) -> float:
-        return math.log(self.horizon * self.pairs / self.alpha)
+        """CUSUM threshold at the default horizon."""
+        return self.h_for(self.horizon)
 
-    def watch(self, tenant: str, intent: str, threshold: float, target: float) -> None:
-        """Start (or restart) watching one pair, e.g. after a promotion."""
-        self._state[(tenant, intent, float(threshold))] = _Cusum(target)
+    def h_for(self, horizon: int) -> float:
+        """``ln(4 horizon pairs / alpha)``: a union bound over every restart of the CUSUM."""
+        return math.log(4.0 * max(int(horizon), 1) * self.pairs / self.alpha)
+
+    @property
+    def h_start(self) -> float:
+        """``ln(4 pairs / alpha)``: Ville's bound on the SPRT from the start of the watch."""
+        return math.log(4.0 * self.pairs / self.alpha)
+
+    def watch(self, tenant: str, intent: str, threshold: float, target: float, horizon: int | None = None) -> None:
+        """Start (or restart) watching one pair, e.g. after a promotion, for ``horizon`` observations."""
+        self._state[(tenant, intent, float(threshold))] = _Cusum(target, self.horizon if horizon is None else horizon)
 
     def forget(self, tenant: str, intent: str) -> None:
         for key in [k for k in self._state if k[:2] == (tenant, intent)]:
@@ -321,46 +430,52 @@ class AlertRateWatch:
         return sorted(self._state)
 
     def observe(self, tenant: str, intent: str, mapped: npt.ArrayLike) -> list[Breach]:
-        """Feed served scores of one route; return the pairs that crossed (their CUSUM restarts)."""
+        """Feed served scores of one route in arrival order; return the pairs that crossed.
+
+        ``Breach.samples`` counts the observations from the start of the watch to the crossing one;
+        the pair's watch restarts after it, with the next batch.
+        """
         scores = np.asarray(mapped, dtype=np.float64).ravel()
         out: list[Breach] = []
-        for (t, i, tau), state in self._state.items():
-            if (t, i) != (tenant, intent) or scores.size == 0:
+        if scores.size == 0:
+            return out
+        for (t, i, tau), state in list(self._state.items()):
+            if (t, i) != (tenant, intent):
                 continue
-            alerts = scores > tau
-            breach = self._update(state, alerts)
-            if breach is not None:
-                out.append(Breach(t, i, tau, state.target, breach, state.alerts / max(state.seen, 1), state.seen))
-                self._state[(t, i, tau)] = _Cusum(state.target)
+            direction = self._update(state, scores > tau)
+            if direction is not None:
+                out.append(Breach(t, i, tau, state.target, direction, state.alerts / max(state.seen, 1), state.seen))
+                self._state[(t, i, tau)] = _Cusum(state.target, state.horizon)
         return out
 
-    def _update(self, state: _Cusum, alerts: npt.NDArray[np.bool_]) -> str | None:
+    def _update(self, state: _Cusum, hits: npt.NDArray[np.bool_]) -> str | None:
+        """Advance ``state`` over ``hits`` up to the first crossing, if any, and return its direction."""
         p = state.target
         tol, shift = self.contract.tolerance, max(self.shift, self.contract.tolerance * 1.5)
-        up0, up1 = p * (1 + tol), min(p * (1 + shift), 0.999)
-        lo0, lo1 = p * (1 - tol), p * (1 - shift)
-        inc_up = _llr(up1, up0)
-        inc_lo = _llr(lo1, lo0) if lo1 > 0 else (0.0, 0.0)
-        direction = None
-        hits = alerts.astype(bool)
-        state.upper, crossed_up = _cusum(state.upper, np.where(hits, inc_up[0], inc_up[1]), self.h)
-        state.lower, crossed_lo = _cusum(state.lower, np.where(hits, inc_lo[0], inc_lo[1]), self.h)
-        if crossed_up:
-            direction = "above"
-        elif crossed_lo:
-            direction = "below"
-        state.seen += int(hits.size)
-        state.alerts += int(np.count_nonzero(hits))
-        return direction
+        up = _llr(min(p * (1 + shift), 0.999), min(p * (1 + tol), 0.999))
+        lo = _llr(p * (1 - shift), p * (1 - tol)) if p * (1 - shift) > 0 else (0.0, 0.0)
+        inc_up = np.where(hits, up[0], up[1])
+        inc_lo = np.where(hits, lo[0], lo[1])
+        upper, lower = _cusum(state.upper, inc_up), _cusum(state.lower, inc_lo)
+        upper_start, lower_start = state.upper_start + np.cumsum(inc_up), state.lower_start + np.cumsum(inc_lo)
+        h, h_start = self.h_for(state.horizon), self.h_start
+        above = (upper > h) | (upper_start > h_start)
+        below = (lower > h) | (lower_start > h_start)
+        crossed = above | below
+        end = int(np.argmax(crossed)) + 1 if crossed.any() else hits.size
+        state.seen += end
+        state.alerts += int(np.count_nonzero(hits[:end]))
+        state.upper, state.lower = float(upper[end - 1]), float(lower[end - 1])
+        state.upper_start, state.lower_start = float(upper_start[end - 1]), float(lower_start[end - 1])
+        if not crossed[end - 1]:
+            return None
+        return "above" if above[end - 1] else "below"
 
 
-def _cusum(start: float, increments: FloatArray, h: float) -> tuple[float, bool]:
-    """``S_n = max(0, S_{n-1} + x_n)`` over a batch at once (``S_n = C_n - min(0, min_j C_j)``)."""
-    if increments.size == 0:
-        return start, False
+def _cusum(start: float, increments: FloatArray) -> FloatArray:
+    """``S_n = max(0, S_{n-1} + x_n)`` for every ``n`` of a batch at once (``S_n = C_n - min(0, min_j<=n C_j)``)."""
     c = start + np.cumsum(increments)
-    s = c - np.minimum(0.0, np.minimum.accumulate(c))
-    return float(s[-1]), bool(np.any(s > h))
+    return np.asarray(c - np.minimum(0.0, np.minimum.accumulate(c)), dtype=np.float64)
 
 
 def _llr(p1: float, p0: float) -> tuple[float, float]:
