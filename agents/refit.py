@@ -12,7 +12,7 @@ import numpy as np
 
 from agents.context import WorkerContext
 from museflow.control.keys import control_key, value_digest
-from museflow.control.plane import superseded_maps
+from museflow.control.plane import settings_contract, superseded_maps
 from museflow.refit import Refitter, refitter_for_routes
 
 __all__ = ["build_refitter", "register"]
@@ -26,7 +26,7 @@ def build_refitter(ctx: WorkerContext) -> Refitter:
     return refitter_for_routes(
         state.routes, state.reference, min_samples=settings.refit_min_samples,
         min_tail_samples=settings.refit_min_tail_samples, max_alert_rate_shift=settings.refit_max_alert_rate_shift,
-        window_seconds=settings.refit_window_seconds, store=state.maps)
+        window_seconds=settings.refit_window_seconds, store=state.maps, contract=settings_contract(settings))
 
 
 def register(app: faust.App, ctx: WorkerContext) -> None:

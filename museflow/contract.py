@@ -493,11 +493,12 @@ def judge_fit(qmap: QuantileMap, threshold: float, target: float, contract: Cont
     """Judge a map by what it was fitted on, and by later scores of the tenant when there are some.
 
     A map fitted on ``n`` scores alerts at ``target`` on them by construction; its rate on the
-    tenant's traffic has sd ``sqrt(p(1-p)/n)``. Independent ``evidence`` (corrected scores of the
-    tenant seen after the fit, ``m`` of them, alerting on a share ``r``) is pooled with it:
+    tenant's traffic has sd ``sqrt(p(1-p)/n)`` (``n``: a blended map's effective samples there).
+    Independent ``evidence`` (corrected scores of the tenant seen after the fit, ``m`` of them,
+    alerting on a share ``r``) is pooled with it:
     estimate ``(n p + m r) / (n + m)`` on ``n + m`` effective samples.
     """
-    n = max(int(qmap.sample_count), 0)
+    n = max(round(qmap.effective_samples(threshold)), 0)
     scores = np.asarray(evidence if evidence is not None else (), dtype=np.float64).ravel()
     m = int(scores.size)
     cut = float(qmap.inverse([threshold])[0])

@@ -32,6 +32,7 @@ class QuantileMap:
         "_xs",
         "_ys",
         "created_at_ms",
+        "evidence",
         "intent",
         "model",
         "model_version",
@@ -64,6 +65,7 @@ class QuantileMap:
         window_end_ms: int = 0,
         created_at_ms: int = 0,
         source: str = "shadow",
+        evidence: Sequence[tuple[float, float]] = (),
     ) -> None:
         where = f"quantile map {model}/{model_version} tenant={tenant or '<pooled>'} intent={intent} v{version}"
         xs = np.array(knots_x, dtype=np.float64).ravel()
@@ -101,6 +103,8 @@ class QuantileMap:
         self.window_end_ms = int(window_end_ms)
         self.created_at_ms = int(created_at_ms)
         self.source = source
+        self.evidence = tuple((float(t), float(n)) for t, n in evidence)
+        """``(threshold, effective samples)`` where they differ from ``sample_count`` (a blended map's)."""
 
     @classmethod
     def identity(cls, model: str, model_version: str, tenant: str | None, intent: str, *,
@@ -117,6 +121,13 @@ class QuantileMap:
     @property
     def knots_y(self) -> FloatArray:
         return self._ys
+
+    def effective_samples(self, threshold: float) -> float:
+        """Samples the map's alert rate at ``threshold`` rests on: its evidence there, else ``sample_count``."""
+        for tau, n in self.evidence:
+            if abs(tau - threshold) <= 1e-9:
+                return n
+        return float(self.sample_count)
 
     @property
     def is_identity(self) -> bool:
@@ -164,6 +175,7 @@ class QuantileMap:
             "window_end_ms": self.window_end_ms,
             "created_at_ms": self.created_at_ms,
             "source": self.source,
+            "evidence": [{"threshold": t, "effective_samples": n} for t, n in self.evidence],
             "knots_x": self._xs.tolist(),
             "knots_y": self._ys.tolist(),
         }
@@ -188,6 +200,7 @@ class QuantileMap:
                 window_end_ms=int(record.get("window_end_ms", 0)),
                 created_at_ms=int(record.get("created_at_ms", 0)),
                 source=str(record.get("source") or "shadow"),
+                evidence=[(float(e["threshold"]), float(e["effective_samples"])) for e in record.get("evidence") or ()],
             )
         except KeyError as exc:
             raise MapError(f"quantile map record is missing field {exc.args[0]!r}; got {sorted(record)}") from exc

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from museflow.contract import Contract
+from museflow.contract import Contract, Credibility, blend_map, credibility, judge
 from museflow.errors import MapError, RefitRefused
 from museflow.qmap import MapStore, QuantileMap
 from museflow.reference import ReferenceDistribution, collapse_ties, probability_grid
@@ -36,6 +36,12 @@ __all__ = [
 
 DEFAULT_LEVELS = probability_grid()
 """Knot levels: u step 0.02 up to 0.9, then 10 per decade in 1-u down to 1e-4, plus 0 and 1 (77)."""
+
+DEFAULT_CONTRACT_RATES = (0.05, 0.01)
+"""Alert rates judged on a route without watch thresholds (as promotion does)."""
+
+SHORT = frozenset({"too-few-samples", "too-few-tail-samples", "unfittable"})
+"""Refit reasons for which a tenant is served a blended map instead."""
 
 SketchKey = tuple[str, str, str, str | None]
 """``(model, model_version, intent, tenant)``; tenant None for the pooled sketch of an intent."""
@@ -370,7 +376,71 @@ class Refitter:
                     self.store.put(candidate)
             outcomes.append(RefitOutcome(key, candidate, decision))
         self._dirty.clear()
-        return outcomes
+        return [self._blended(o, now_ms, force) if o.decision.reason in SHORT else o for o in outcomes]
+
+    def _blended(self, short: RefitOutcome, now_ms: int, force: bool) -> RefitOutcome:
+        """For a tenant short of samples: its scores blended with the pooled ones, on its own reference.
+
+        The map records, per watch threshold, the effective samples the contract's judgement gives
+        it, so promotion judges it like any other. A held blended map is refitted at most every
+        quarter window; a tenant's own map is never replaced by a blended one.
+        """
+        model, model_version, intent, tenant = short.key
+        pooled = self._sketches.get((model, model_version, intent, None))
+        if tenant is None or pooled is None or pooled.count < self.pooled_policy.min_samples or \
+                not pooled.max > pooled.min:
+            return short
+        reference = self._references(tenant, intent)
+        held = self.store.get(model, model_version, tenant, f"{reference.name}@{reference.version}")
+        mine = self._published.get(short.key)
+        if mine is not None and (mine.reference_name, mine.reference_version) == (reference.name, reference.version):
+            held = mine if held is None or mine.version > held.version else held
+        where = f"map {model}/{model_version} tenant={tenant} intent={intent}"
+        if held is not None and held.source != "blended":
+            return RefitOutcome(short.key, None, RefitDecision(
+                False, "own-map-held", f"{where}: {short.decision.message}; its own map v{held.version} stays",
+                dict(short.decision.details)))
+        if held is not None and not force and now_ms - held.created_at_ms < self._window * 250:
+            return RefitOutcome(short.key, None, RefitDecision(
+                False, "blended-recent", f"{where}: blended map v{held.version} is recent; refitted every quarter "
+                f"window", dict(short.decision.details)))
+        cred = self._credibility(model, model_version, intent, pooled)
+        sketch = self._sketches[short.key]
+        version = max(held.version if held is not None else 0, self._version_after(short.key)) + 1
+        try:
+            candidate = blend_map(sketch if sketch.count else None, cred, reference, model=model,
+                                  model_version=model_version, tenant=tenant, intent=intent, version=version,
+                                  now_ms=now_ms)
+        except MapError:
+            return short
+        policy = self._policy_for(tenant, intent) if self._policy_for is not None else self.policy
+        evidence = []
+        thresholds = policy.watch_thresholds or tuple(float(t) for t in reference.threshold_for(DEFAULT_CONTRACT_RATES))
+        for tau in thresholds:
+            target = float(reference.alert_rate(tau))
+            if 0.0 < target < 1.0:
+                judged = judge(candidate, tau, target, sketch if sketch.count else None, policy.contract, cred)
+                evidence.append((tau, judged.effective_samples))
+        record = candidate.to_record()
+        record["evidence"] = [{"threshold": t, "effective_samples": min(n, 1e15)} for t, n in evidence]
+        candidate = QuantileMap.from_record(record)
+        self._published[short.key] = candidate
+        if self._owns_store:
+            self.store.put(candidate)
+        shown = ", ".join(f"{t:g}: {n:,.0f}" for t, n in evidence) or "no watch thresholds"
+        return RefitOutcome(short.key, candidate, RefitDecision(
+            True, "blended", f"{where} v{version} published blended with the pooled scores ({sketch.count} own, "
+            f"{pooled.count} pooled; effective samples {shown}): {short.decision.message}",
+            {**short.decision.details, "pooled_samples": float(pooled.count)}))
+
+    def _credibility(self, model: str, model_version: str, intent: str, pooled: WindowedSketch) -> Credibility:
+        tenants = {k[3]: s for k, s in self._sketches.items()
+                   if k[:3] == (model, model_version, intent) and k[3] is not None and s.count > 0}
+        return credibility(tenants, pooled)
+
+    def _version_after(self, key: SketchKey) -> int:
+        mine = self._published.get(key)
+        return mine.version if mine is not None else 0
 
     def fitted(self, model: str, model_version: str, tenant: str, intent: str | None = None) -> bool:
         """True when the candidate has a published map for ``tenant`` (or, given ``intent``, a pooled one)."""
@@ -381,7 +451,8 @@ class Refitter:
 
 def refitter_for_routes(routes: Iterable[Any], reference: Callable[[str], ReferenceDistribution], *,
                         min_samples: int, min_tail_samples: int, max_alert_rate_shift: float,
-                        window_seconds: float, store: MapStore | None = None) -> Refitter:
+                        window_seconds: float, store: MapStore | None = None,
+                        contract: Contract | None = None) -> Refitter:
     """A Refitter whose references and watched thresholds come from the routes in force.
 
     A tenant's maps target its route's reference; the pooled map of an intent targets the
@@ -400,7 +471,8 @@ def refitter_for_routes(routes: Iterable[Any], reference: Callable[[str], Refere
         if tenant is None and thresholds:
             thresholds = thresholds[:1]  # pooled maps serve small tenants: guard on the lowest common threshold
         return RefitPolicy(min_samples=min_samples, min_tail_samples=min_tail_samples,
-                           watch_thresholds=thresholds, max_alert_rate_shift=max_alert_rate_shift)
+                           watch_thresholds=thresholds, max_alert_rate_shift=max_alert_rate_shift,
+                           contract=contract or Contract())
 
     return Refitter(resolve, policy_for(None, ""), store=store, window_seconds=window_seconds,
                     policy_for=policy_for)

@@ -54,6 +54,42 @@ def _versus_rehearsal(state: Any, shadow: QuantileMap) -> str:
     return ", ".join(f"{rate:.0%} -> {got:.2%}" for rate, got in found.items())
 
 
+@maps_group.command("contract")
+@kafka_options
+@click.option("--tenant", default=None, help="Only this tenant.")
+def contract_table(bootstrap_servers: str | None, topic_prefix: str | None, tenant: str | None) -> None:
+    """Per route, model and threshold: samples the alert-rate contract needs, samples the map has, verdict."""
+    from museflow.contract import judge_fit
+    from museflow.control.plane import read_state, settings_contract
+    from museflow.refit import DEFAULT_CONTRACT_RATES
+
+    settings = settings_from(bootstrap_servers, topic_prefix)
+    state, contract = read_state(settings), settings_contract(settings)
+    table = Table("tenant", "intent", "model", "role", "threshold", "target", "samples needed", "map", "samples",
+                  "verdict", title=f"alert-rate contract: {contract.describe()}")
+    for route in state.routes:
+        if tenant and route.tenant != tenant:
+            continue
+        reference = state.reference(route.reference)
+        taus = route.watch_thresholds or tuple(float(t) for t in reference.threshold_for(DEFAULT_CONTRACT_RATES))
+        roles = [(route.champion, "champion"), *((c.model, c.mode) for c in route.candidates)]
+        for ref, role in roles:
+            qmap = state.maps.get(ref.name, ref.version, route.tenant, route.reference)
+            for tau in taus:
+                target = float(reference.alert_rate(tau))
+                if not 0 < target < 1:
+                    continue
+                if qmap is None:
+                    table.add_row(route.tenant, route.intent, str(ref), role, f"{tau:g}", f"{target:.2%}",
+                                  f"{contract.samples_needed(target):,}", "-", "0", "no map")
+                    continue
+                judged = judge_fit(qmap, tau, target, contract)
+                table.add_row(route.tenant, route.intent, str(ref), role, f"{tau:g}", f"{target:.2%}",
+                              f"{judged.samples_needed:,}", f"v{qmap.version} {qmap.source}",
+                              f"{judged.effective_samples:,.0f}", judged.verdict)
+    Console().print(table)
+
+
 @maps_group.command("refit")
 @kafka_options
 @click.option("--since", "since_s", type=float, default=None,
@@ -63,7 +99,7 @@ def _versus_rehearsal(state: Any, shadow: QuantileMap) -> str:
 def refit(bootstrap_servers: str | None, topic_prefix: str | None, since_s: float | None, force: bool,
           dry_run: bool) -> None:
     """Refit every (model version, tenant) map now from the score log, with the same guards as the agent."""
-    from museflow.control.plane import publish_map, read_state
+    from museflow.control.plane import publish_map, read_state, settings_contract
     from museflow.kafka.scorelog import read_score_log
     from museflow.refit import refitter_for_routes
 
@@ -73,7 +109,7 @@ def refit(bootstrap_servers: str | None, topic_prefix: str | None, since_s: floa
     refitter = refitter_for_routes(
         state.routes, state.reference, min_samples=settings.refit_min_samples,
         min_tail_samples=settings.refit_min_tail_samples, max_alert_rate_shift=settings.refit_max_alert_rate_shift,
-        window_seconds=window, store=state.maps)
+        window_seconds=window, store=state.maps, contract=settings_contract(settings))
     now = time.time()
     groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for r in read_score_log(settings, since_ms=int((now - window) * 1000)):

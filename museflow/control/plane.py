@@ -25,6 +25,7 @@ from museflow.estimate import GateReport
 from museflow.kafka.control import ControlTransaction, control_decoder, load_control_state, publish_control
 from museflow.qmap import QuantileMap, map_key
 from museflow.reference import ReferenceDistribution
+from museflow.refit import DEFAULT_CONTRACT_RATES
 from museflow.routing import ModelRef, Route
 from museflow.state import PipelineState
 from museflow.verdicts import verdict_record
@@ -187,7 +188,7 @@ def contract_gate(settings: Settings, state: PipelineState, route: Route, qmap: 
                                  (qmap.model, qmap.model_version))
     evidence = theirs[tenant].corrected if tenant in theirs else None
     reference = state.reference(route.reference)
-    taus = route.watch_thresholds or tuple(float(t) for t in reference.threshold_for((0.05, 0.01)))
+    taus = route.watch_thresholds or tuple(float(t) for t in reference.threshold_for(DEFAULT_CONTRACT_RATES))
     return ContractReport(contract, tuple(
         judge_fit(qmap, float(tau), float(reference.alert_rate(tau)), contract, evidence) for tau in taus))
 

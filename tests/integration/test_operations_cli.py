@@ -38,12 +38,19 @@ def test_maps_refit_on_demand_then_report_swap_on_canary_traffic(
     maps = list(read_state(settings).maps)
     assert {(m.model, m.model_version, m.tenant) for m in maps} >= {
         ("fraud-cnp", "1", "acme-bank"), ("fraud-cnp", "2", "acme-bank"), ("ato", "1", "acme-bank")}
-    assert all(m.sample_count >= 1000 for m in maps if m.tenant is not None)
+    assert all(m.sample_count >= 1000 for m in maps if m.tenant is not None and m.source != "blended")
+    for blended in (m for m in maps if m.source == "blended"):  # short of samples: borrowed from the pool
+        assert blended.sample_count < 1000 and blended.evidence, blended
     again = runner.invoke(cli, ["maps", "refit", "--dry-run"], env=env)
     assert again.exit_code == 0 and "would publish" in again.output
     assert len(list(read_state(settings).maps)) == len(maps)
     listed = runner.invoke(cli, ["maps", "list"], env=env)
     assert listed.exit_code == 0 and "fraud-cnp@2" in listed.output
+    contract = runner.invoke(cli, ["maps", "contract", "--tenant", "acme-bank"], env=env)
+    assert contract.exit_code == 0, contract.output
+    assert "±10% of each threshold's target alert rate at 95% confidence" in contract.output
+    assert "38,031" in contract.output and "7,299" in contract.output  # needed at acme-bank's 1% and 5%
+    assert "insufficient" in contract.output  # 15,000 events cannot establish a 1% threshold
 
     out = tmp_path / "report"
     report = runner.invoke(cli, ["report", "swap", "--old", "fraud-cnp@1", "--new", "fraud-cnp@2", "--out", str(out)],

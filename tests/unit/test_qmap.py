@@ -71,7 +71,7 @@ def test_record_round_trip_and_fields() -> None:
     record = qmap.to_record()
     assert set(record) == {
         "model", "model_version", "tenant", "intent", "version", "reference_name", "reference_version",
-        "sample_count", "tail_sample_count", "window_start_ms", "window_end_ms", "created_at_ms", "source",
+        "sample_count", "tail_sample_count", "window_start_ms", "window_end_ms", "created_at_ms", "source", "evidence",
         "knots_x", "knots_y",
     }
     assert record["tenant"] is None

@@ -114,9 +114,10 @@ def test_a_map_on_more_samples_is_kept_until_traffic_shows_it_off_contract(traff
     assert decision.publish and decision.reason == "published", decision.message
 
 
-def test_refitter_publishes_tenant_and_pooled_and_falls_back_for_small_tenants(traffic: np.ndarray) -> None:
+def test_refitter_publishes_tenant_and_pooled_and_a_blended_map_for_small_tenants(traffic: np.ndarray) -> None:
     policy = RefitPolicy(min_samples=10_000, min_tail_samples=20, watch_thresholds=WATCH)
-    refitter = Refitter(REF, policy)
+    small_ref = ReferenceDistribution.uniform("small-ref", 1)
+    refitter = Refitter(lambda tenant, intent: small_ref if tenant == "small" else REF, policy)
     for i in range(0, 50_000, 500):
         refitter.observe("xgb", "2", "big", "cnp", traffic[i : i + 500], now=5.0)
     refitter.observe("xgb", "2", "small", "cnp", traffic[50_000:51_000], now=5.0)
@@ -124,13 +125,20 @@ def test_refitter_publishes_tenant_and_pooled_and_falls_back_for_small_tenants(t
     assert outcomes[("xgb", "2", "cnp", "big")].published
     assert outcomes[("xgb", "2", "cnp", None)].published
     small = outcomes[("xgb", "2", "cnp", "small")]
-    assert not small.published and small.decision.reason == "too-few-samples"
+    assert small.published and small.decision.reason == "blended", small.decision.message
+    assert "too-few-samples" not in small.decision.message and "1000 samples in the window" in small.decision.message
+    blended = refitter.store.resolve("xgb", "2", "small", "cnp", reference="small-ref@1")
+    assert blended.tenant == "small" and blended.source == "blended" and blended.sample_count == 1000
+    assert (blended.reference_name, blended.reference_version) == ("small-ref", 1)  # its own reference, not big's
+    assert [t for t, _ in blended.evidence] == list(WATCH)
+    assert all(n > 0 for _, n in blended.evidence)
     assert refitter.fitted("xgb", "2", "big")
-    assert not refitter.fitted("xgb", "2", "small")
-    assert refitter.fitted("xgb", "2", "small", intent="cnp")
-    resolved = refitter.store.resolve("xgb", "2", "small", "cnp")
-    assert resolved.pooled and resolved.version == 1
     assert refitter.store.resolve("xgb", "2", "big", "cnp").tenant == "big"
+    again = {o.key: o for o in refitter.refit(now=7.0, force=True)}[("xgb", "2", "cnp", "small")]
+    assert again.published and again.candidate is not None and again.candidate.version == 2
+    refitter.observe("xgb", "2", "small", "cnp", traffic[51_000:51_500], now=8.0)
+    recent = {o.key: o for o in refitter.refit(now=9.0)}[("xgb", "2", "cnp", "small")]
+    assert not recent.published and recent.decision.reason == "blended-recent"  # no churn
     assert refitter.store.resolve("xgb", "3", "big", "cnp").is_identity
     assert refitter.refit(now=7.0) == []  # nothing new observed
 

@@ -65,6 +65,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "model": "fraud-cnp", "model_version": "2", "tenant": None, "intent": "card-not-present", "version": 4,
         "reference_name": "acme-cnp", "reference_version": 1, "sample_count": 5000, "tail_sample_count": 400,
         "window_start_ms": NOW_MS - 1000, "window_end_ms": NOW_MS, "created_at_ms": NOW_MS, "source": "rehearsal",
+        "evidence": [],
         "knots_x": [0.0, 0.5, 1.0], "knots_y": [0.0, 0.7, 1.0],
     },
     "ReferenceDistribution": {"name": "acme-cnp", "version": 1, "kind": "beta", "params": {"a": 2.0, "b": 8.0},
