@@ -76,6 +76,14 @@ class PipelineMetrics:
         self.map_samples = Gauge(
             "museflow_quantile_map_samples", "Samples the map in use was fitted on.",
             ["model", "tenant"], registry=r)
+        self.map_effective_samples = Gauge(
+            "museflow_quantile_map_effective_samples",
+            "Effective samples a blended map's alert rate rests on at a watch threshold (the alert-rate contract "
+            "judges them against museflow_contract_samples_needed).", ["model", "tenant", "threshold"], registry=r)
+        self.contract_samples_needed = Gauge(
+            "museflow_contract_samples_needed",
+            "Samples a map needs for the alert-rate contract at a watched threshold of a route.",
+            ["tenant", "intent", "threshold"], registry=r)
         self.map_publications = Counter(
             "museflow_quantile_map_publications_total", "Refit outcomes (published, held) by reason.",
             ["outcome", "reason"], registry=r)

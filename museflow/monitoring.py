@@ -222,6 +222,8 @@ class ScoreMonitor:
                 target = float(reference.alert_rate(tau))
                 if 0.0 < target < 1.0:
                     self.watch.watch(tenant, intent, tau, target)
+                    self.metrics.contract_samples_needed.labels(label, intent, threshold_label(tau)).set(
+                        self.watch.contract.samples_needed(target))
             self._watching[key] = (route_version, taus)
             self.metrics.alert_rate_breached.labels(label, intent).set(0)
         breaches = self.watch.observe(tenant, intent, mapped)

@@ -363,6 +363,8 @@ class PipelineState:
         self.metrics.child(self.metrics.map_version, qmap.model, tenant).set(qmap.version)
         self.metrics.child(self.metrics.map_created, qmap.model, tenant).set(qmap.created_at_ms / 1000)
         self.metrics.child(self.metrics.map_samples, qmap.model, tenant).set(qmap.sample_count)
+        for tau, effective in qmap.evidence:
+            self.metrics.child(self.metrics.map_effective_samples, qmap.model, tenant, repr(float(tau))).set(effective)
         self._notify("map", qmap)
 
     def _derive_reference(self, name: str) -> None:

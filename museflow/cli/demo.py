@@ -791,7 +791,7 @@ class Demo:
                     f"with enough samples: {rows}")
         contract = swap.get("contract", {})
         for tenant, rows in contract.get("rows", {}).items():
-            verdicts = (f"{r['target']:.1%} {r['verdict']} ({r['samples']:,} of {r['samples_needed']:,} samples)"
+            verdicts = (f"{r['target']:.1%} {r['verdict']} ({r['samples']:,} samples, {r['samples_needed']:,} needed)"
                         for r in rows)
             c.print(f"alert-rate contract at promotion ({contract['terms']}), {tenant}: " + ", ".join(verdicts))
         table = Table(title="alert rate at each tenant's thresholds, before (v1) -> after (v2) the swap")

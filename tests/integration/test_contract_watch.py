@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from museflow.cli.main import cli
 from museflow.config import Settings
 from museflow.control.plane import promote, publish_map, publish_route, read_state
 from museflow.errors import RouteError
@@ -69,6 +71,10 @@ def test_a_bad_map_is_held_on_few_samples_then_caught_by_the_watch_and_rolled_ba
                                          r"insufficient, 5,000 samples of 7,299 needed; acme-bank > 0.99 \(1.00%\): "
                                          r"insufficient, 5,000 samples of 38,031 needed"):
         promote(settings, f"acme-bank/{CNP}", V2, by="test")
+    env = {**settings.to_env(), "COLUMNS": "200"}
+    refused = CliRunner().invoke(cli, ["models", "promote", f"acme-bank/{CNP}", str(V2), "--explain"], env=env)
+    assert refused.exit_code != 0 and "is not established" in str(refused.exception), refused.output  # main() prints it
+    assert "estimate" in refused.output and "interval" in refused.output and "insufficient" in refused.output
     publish_map(settings, shifted(good, samples=50_000, version=2))
     promoted = promote(settings, f"acme-bank/{CNP}", V2, by="test")  # its fit alone says it holds
     assert promoted.champion == V2 and promoted.auto_rollback and "insufficient" not in (promoted.comment or "")
@@ -97,7 +103,8 @@ def test_a_bad_map_is_held_on_few_samples_then_caught_by_the_watch_and_rolled_ba
     verdicts = read_records(settings, settings.topics.verdicts, "ContractVerdict")
     kinds = [(v["kind"], v["route_version"]) for v in verdicts]
     print("\nverdicts:", kinds, "\nbreach:", [v["detail"] for v in verdicts if v["kind"] == "breach"])
-    assert kinds[:2] == [("hold", promoted.version - 1), ("promote", promoted.version)], kinds
+    assert kinds[:3] == [("hold", promoted.version - 1), ("hold", promoted.version - 1),
+                         ("promote", promoted.version)], kinds
     breach = next(v for v in verdicts if v["kind"] == "breach")
     assert breach["route_version"] == promoted.version and breach["by"] == "museflow-watch"
     assert breach["thresholds"] and all(t["verdict"] == "above" and t["estimate"] > 1.1 * t["target"]

@@ -59,6 +59,13 @@ def test_demo_tells_the_whole_story_and_cleans_up(tmp_path: Path) -> None:
     assert swap["rehearsal"]["events"] > 10_000 and (out / "rehearsal" / "rehearsal.md").exists()
     checked = [r for r in swap["rehearsal"]["predicted_vs_live"] if r["enough_samples"]]
     assert checked and sum(r["within_15pct"] for r in checked) >= 0.9 * len(checked), checked
+    contract = swap["contract"]  # every promoted (tenant, threshold) judged by the alert-rate contract
+    assert contract["terms"] == "±10% of each threshold's target alert rate at 95% confidence"
+    for tenant, ok in swap["promoted"].items():
+        rows = contract["rows"][tenant] if ok else []
+        assert len(rows) == len(swap["watch_thresholds"][tenant]) or not ok, (tenant, rows)
+        for row in rows:  # a map judged on its fit alone holds exactly when it has the samples needed
+            assert row["verdict"] == ("holds" if row["samples"] >= row["samples_needed"] else "insufficient"), row
     plan, actual = summary["plan"], summary["plan"]["actual"]
     assert plan["onboarding_s"] == pytest.approx(15) and plan["shadow_s"] == pytest.approx(24)
     assert actual["promoted_at_s"] > actual["shadow_started_s"]

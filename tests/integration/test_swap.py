@@ -123,8 +123,9 @@ def test_swap_keeps_alert_rates_at_tenant_thresholds(
             try:
                 promote(settings, f"{tenant}/{CNP}", V2, by="test", allow_pooled=True, accept_insufficient=True)
                 promoted.append(tenant)
-            except RouteError as exc:  # a pooled map onto another tenant's reference would serve unmapped scores
-                assert "onto the route's reference" in str(exc), exc
+            except RouteError as exc:  # a small tenant: no map onto its reference yet, or one the contract refuses
+                print(f"{tenant} not promoted: {exc}")
+                assert "onto the route's reference" in str(exc) or "alert-rate contract" in str(exc), exc
         assert {"acme-bank", "globex-pay"} <= set(promoted)
         lead_time = time.monotonic() - deployed_at
         print(f"\nlead time deploy -> promote: {lead_time:.1f}s")

@@ -250,3 +250,15 @@ def test_the_scorer_maps_by_the_route_version_the_router_stamped(specs: dict[str
     scored = [serdes.scored.decode(o.value) for o in result.out if o.topic == topics.scores("acme-bank")]
     assert [(r["route_version"], r["map_version"], r["reference"]) for r in scored] == [
         (1, 4, "uniform@1"), (2, 5, "frozen@1")]
+
+
+def test_a_blended_maps_effective_samples_are_exported_per_threshold(tmp_path: Path) -> None:
+    state = PipelineState(model_dir=tmp_path, metrics=PipelineMetrics())
+    record = qmap("initech-fin", 1)
+    record.update(source="blended", evidence=[{"threshold": 0.95, "effective_samples": 5210.0},
+                                              {"threshold": 0.99, "effective_samples": 880.5}])
+    assert state.apply_map(record) is not None
+    got = {t: state.metrics.registry.get_sample_value("museflow_quantile_map_effective_samples", {
+        "model": "fraud-cnp", "tenant": "initech-fin", "threshold": t}) for t in ("0.95", "0.99")}
+    assert got == {"0.95": 5210.0, "0.99": 880.5}
+    assert state.maps.get("fraud-cnp", "1", "initech-fin").effective_samples(0.99) == 880.5  # type: ignore[union-attr]

@@ -321,6 +321,9 @@ def test_the_watch_reports_a_breach_of_the_served_alert_rate_once_per_route_vers
         monitor.observe("acme", rng.random(1000), rng.random(1000), (0.95, 0.99), ref, "cnp", route_version=3,
                         model=("xgb", "1"))
     assert found == [] and value(metrics, "museflow_alert_rate_contract_breached", tenant="acme", intent="cnp") == 0
+    needed = {t: value(metrics, "museflow_contract_samples_needed", tenant="acme", intent="cnp",
+                       threshold=threshold_label(t)) for t in (0.95, 0.99)}
+    assert needed == {0.95: 7299, 0.99: 38031}
     for _ in range(40):  # a bad map after a promotion: 7.5% above 0.95 (+50%)
         scores = np.where(rng.random(1000) < 0.075, 0.95 + 0.05 * rng.random(1000), 0.95 * rng.random(1000))
         monitor.observe("acme", scores, scores, (0.95, 0.99), ref, "cnp", route_version=4, model=("xgb", "2"))
