@@ -794,15 +794,23 @@ class Demo:
             verdicts = (f"{r['target']:.1%} {r['verdict']} ({r['samples']:,} samples, {r['samples_needed']:,} needed)"
                         for r in rows)
             c.print(f"alert-rate contract at promotion ({contract['terms']}), {tenant}: " + ", ".join(verdicts))
+        if contract.get("rows"):
+            c.print("[dim]contract at promotion: the verdict on the map v2 was promoted with (samples it rests on / "
+                    "samples needed); the demo promotes with --accept-insufficient, so short pairs are flagged, not "
+                    "held back")
         table = Table(title="alert rate at each tenant's thresholds, before (v1) -> after (v2) the swap")
-        for col in ("tenant", "target", "threshold", "n before / after", "mapped before", "mapped after",
-                    "mapped", "raw before", "raw after", "raw"):
+        for col in ("tenant", "target", "threshold", "contract at promotion", "n before / after", "mapped before",
+                    "mapped after", "mapped", "raw before", "raw after", "raw"):
             table.add_column(col, justify="right" if col not in ("tenant",) else "left")
+        at_promotion = {(t, round(r["threshold"], 6)): r for t, rows in contract.get("rows", {}).items() for r in rows}
         for row in ar["rows"]:
             j = row
             verdict = ("[green]held[/green]" if j["mapped_held"] else "[red]moved[/red]") if j["judged"] else "[dim]n/a"
             raw = ("[yellow]moved[/yellow]" if j["raw_moved"] else "held") if j["judged"] else "[dim]n/a"
-            table.add_row(j["tenant"], f"{j['target_rate']:.1%}", f"{j['threshold']:.4f}",
+            judged = at_promotion.get((j["tenant"], round(j["threshold"], 6)))
+            promised = (f"{judged['verdict']} ({judged['samples']:,}/{judged['samples_needed']:,})" if judged
+                        else "not promoted")
+            table.add_row(j["tenant"], f"{j['target_rate']:.1%}", f"{j['threshold']:.4f}", promised,
                           f"{j['n_before']:,} / {j['n_after']:,}", f"{j['mapped_before']:.3%}",
                           f"{j['mapped_after']:.3%}", f"{_shift(j['mapped_shift'])} {verdict}",
                           f"{j['raw_before']:.3%}", f"{j['raw_after']:.3%}", f"{_shift(j['raw_shift'])} {raw}")
