@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from museflow.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "TopicNames"]
+__all__ = ["ENV_PREFIX", "Settings", "TopicNames", "mask_url"]
 
 ENV_PREFIX = "MUSEFLOW_"
 
@@ -27,6 +28,13 @@ _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _SYSLOG_LEVELS = {"debug": 7, "info": 6, "warn": 4, "warning": 4, "error": 3, "critical": 2}
 _SECRET_FIELDS = frozenset({"sasl_password", "schema_registry_password"})
+_URL_FIELDS = frozenset({"schema_registry_url"})
+_USERINFO = re.compile(r"(?<=//)[^/,\s]*@")
+
+
+def mask_url(url: str) -> str:
+    """``url`` (or comma-separated URLs) with any ``user:password@`` replaced by ``***@``."""
+    return _USERINFO.sub("***@", url)
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS and value is not None:
                 value = "***"
+            elif f.name in _URL_FIELDS and value is not None:
+                value = mask_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 

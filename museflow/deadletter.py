@@ -9,6 +9,10 @@ handing over a dead letter never raises into the stream: a failure is logged and
 The writer is transport-agnostic: it encodes and counts, and calls an injected ``send`` (sync)
 or ``asend`` (async, e.g. a Faust topic) — or callers use :meth:`DeadLetterWriter.build` and send
 the returned message themselves.
+
+:class:`ReplaySelection` decides which dead letters ``museflow dlq replay`` re-publishes to the
+events topic once their cause is fixed: those of chosen reasons, rejected in a time range, by
+the router or the scorer (whose originals are events; other stages hold other records).
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEAD_LETTERS_TOTAL",
     "DEAD_LETTER_FAILURES",
+    "REPLAYABLE_STAGES",
     "STAGES",
     "DeadLetterMessage",
     "DeadLetterReason",
     "DeadLetterWriter",
     "Rejection",
+    "ReplaySelection",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,8 @@ STAGES = ("router", "scorer", "refit", "label-join", "drift", "control", "produc
 """Stages that write dead letters; any other value is counted as ``_other`` to keep labels bounded."""
 
 _MAX_DETAIL = 4000
+REPLAYABLE_STAGES = frozenset({"router", "scorer"})
+"""Stages whose dead letters hold the bytes of an event (what the events topic takes)."""
 
 
 class DeadLetterReason(StrEnum):
@@ -67,7 +75,8 @@ class DeadLetterReason(StrEnum):
     NO_ROUTE = ("no_route", "No route resolves for the event (e.g. the route was deleted).")
     MODEL_UNAVAILABLE = ("model_unavailable", "The routed model version is not loaded or failed to load.")
     SCORING_FAILED = ("scoring_failed", "Feature building or prediction raised for this event.")
-    OVERSIZE = ("oversize", "The record is larger than the configured maximum message size.")
+    OVERSIZE = ("oversize", "An output of the event is larger than its topic or the producer takes (max message size).")
+    INVALID_HEADERS = ("invalid_headers", "A model-topic record whose mf-* routing headers are missing or malformed.")
     UNENCODABLE = ("unencodable", "A record museflow built does not fit its own schema (a museflow bug).")
     INTERNAL_ERROR = ("internal_error", "An unexpected error; the detail holds the exception. Report it.")
 
@@ -90,6 +99,34 @@ class Rejection:
     reason: DeadLetterReason
     detail: str
     tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySelection:
+    """Dead letters of ``reasons`` that failed in ``[since_ms, until_ms)``, from a replayable stage."""
+
+    reasons: frozenset[str]
+    since_ms: int
+    until_ms: int
+
+    def skip(self, letter: dict[str, Any]) -> str | None:
+        """None when ``letter`` (a decoded DeadLetter) is to be replayed, else why not (a count label)."""
+        if letter.get("reason") not in self.reasons:
+            return "another reason"
+        failed_at = _millis(letter.get("failed_at"))
+        if not self.since_ms <= failed_at < self.until_ms:
+            return "outside the time range"
+        if letter.get("stage") not in REPLAYABLE_STAGES:
+            return f"stage {letter.get('stage')} (not an event)"
+        if not letter.get("original_value"):
+            return "empty original (a tombstone)"
+        return None
+
+
+def _millis(value: Any) -> int:
+    """Epoch milliseconds from an int or a datetime (fastavro decodes timestamp-millis to datetimes)."""
+    timestamp = getattr(value, "timestamp", None)
+    return int(timestamp() * 1000) if timestamp is not None else int(value or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +208,13 @@ class DeadLetterWriter:
         source_offset: int = -1,
         tenant: str | None = None,
         timestamp_ms: int | None = None,
+        max_bytes: int | None = None,
     ) -> DeadLetterMessage | None:
-        """The dead letter for one rejected record, or None (logged and counted) if it cannot be built."""
+        """The dead letter for one rejected record, or None (logged and counted) if it cannot be built.
+
+        ``max_bytes`` bounds the encoded value (what the dead-letter topic takes): a dead letter
+        that would be larger keeps only the start of the original value and its detail says so.
+        """
         stage = stage or self.stage
         try:
             code = DeadLetterReason.parse(reason)
@@ -197,10 +239,23 @@ class DeadLetterWriter:
                 "original_timestamp": timestamp_ms,
             }
             encoded = self.serde.encode(record)
+            if max_bytes is not None and len(encoded) > max_bytes:
+                encoded = self._cut(record, text, len(encoded), max_bytes)
         except Exception:
             self._failed(stage, f"building a dead letter for {source_topic}[{source_partition}]@{source_offset}")
             return None
         return DeadLetterMessage(self.topic, None if key is None else bytes(key), encoded, code, stage)
+
+    def _cut(self, record: dict[str, Any], text: str, size: int, max_bytes: int) -> bytes:
+        original: bytes = record["original_value"]
+        note = (f" (the original value of {len(original):,} bytes is cut to its first {{kept:,}}: the whole dead "
+                f"letter would exceed the {max_bytes:,} bytes the dead-letter topic takes)")
+        kept = max(0, len(original) - (size - max_bytes) - len(note) - 32)
+        record["original_value"] = original[:kept]
+        record["detail"] = text[: _MAX_DETAIL - len(note) - 16] + note.format(kept=kept)
+        log.warning("a %s dead letter of %d bytes keeps the first %d bytes of its original value (limit %d)",
+                    record["reason"], size, kept, max_bytes)
+        return self.serde.encode(record)
 
     def count(self, reason: DeadLetterReason | str, stage: str | None = None) -> None:
         """Count one dead letter (call it once the message is handed to a producer)."""

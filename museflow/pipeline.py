@@ -3,7 +3,18 @@
 The router stamps every forwarded event with the decision it made (route version, serving
 model version and role, shadow model versions) in message headers, so the scorer applies
 exactly that decision even if the route changes in between: no event is scored by a
-half-applied configuration, and every output names the versions it used.
+half-applied configuration, and every output names the versions it used. The router never reads
+an incoming event's headers: ``mf-*`` headers a producer put on ``museflow.events`` are dropped,
+and every forward carries only the router's own stamp. The scorer checks the stamp it reads and
+dead-letters a record whose stamp is malformed (``invalid_headers``) instead of guessing.
+
+An event's clock-skew check is judged against the broker's clock when the record carries its
+append time (the events topic is created with ``message.timestamp.type=LogAppendTime``), and
+otherwise against the later of the worker's clock and the record's create time, so a worker
+whose own clock is slow never rejects good traffic as ``clock_skew``.
+
+:func:`drop_oversize` turns outputs larger than their topic's limit into one ``oversize`` dead
+letter per source event (its other outputs withheld), so the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,9 +47,20 @@ __all__ = [
     "RouterStep",
     "ScorerStep",
     "StepResult",
+    "Validate",
+    "drop_oversize",
+    "record_size",
 ]
 
 H_ROUTE, H_SERVE, H_ROLE, H_SHADOW, H_INGEST = "mf-route", "mf-serve", "mf-role", "mf-shadow", "mf-ingest-ms"
+_SERVED_ROLES = ("champion", "canary")
+_MAX_LONG = 2**63 - 1
+_BATCH_OVERHEAD, _RECORD_OVERHEAD, _HEADER_OVERHEAD = 61, 21, 10
+"""Bytes a Kafka record batch v2 adds around a record and each header, at most (varints at full width)."""
+_HEADERS_ALLOWANCE = 1024
+"""Room left for the router's stamp before a record's headers are counted exactly (they are ~100 bytes)."""
+_LOG_RECORD_BUDGET = 256 * 1024
+"""Largest score-log record the scorer builds; a group of more events is split over several records."""
 
 
 @dataclass(frozen=True)
@@ -52,16 +74,21 @@ class InMessage:
     offset: int
     timestamp_ms: int = 0
     headers: Mapping[str, bytes] = field(default_factory=dict)
+    log_append_time: bool = False
+    """``timestamp_ms`` is the broker's clock when it appended the record (not the producer's)."""
 
 
 @dataclass(frozen=True)
 class OutMessage:
-    """A message to produce."""
+    """A message to produce; ``source`` is the event it carries (for an ``oversize`` dead letter)."""
 
     topic: str
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    source: InMessage | None = None
+    primary: bool = False
+    """Counted in :attr:`StepResult.primary` (the forward or scored event that serves the event)."""
 
 
 @dataclass(frozen=True)
@@ -98,14 +125,21 @@ def _entity_key(event: Mapping[str, Any], fallback: bytes | None) -> bytes:
     return b""
 
 
+class Validate(Protocol):
+    """The router's accept/reject check (:func:`museflow.validation.validate_event`)."""
+
+    def __call__(self, event: Mapping[str, Any], *, now_ms: int | None = None) -> None: ...
+
+
 class RouterStep:
     """Decoded events in; forwards to model topics and dead-letter requests out."""
 
-    def __init__(self, state: PipelineState, topics: TopicNames,
-                 validate: Callable[[Mapping[str, Any]], None]) -> None:
+    def __init__(self, state: PipelineState, topics: TopicNames, validate: Validate,
+                 clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.topics = topics
         self.validate = validate
+        self.clock = clock
         self._model_topics: dict[str, str] = {}
 
     def _model_topic(self, model: str) -> str:
@@ -120,7 +154,8 @@ class RouterStep:
         result = StepResult()
         metrics = self.state.metrics
         routes = self.state.routes
-        ingest = str(now_ms if now_ms is not None else int(time.time() * 1000)).encode()
+        now = now_ms if now_ms is not None else int(self.clock() * 1000)
+        ingest = str(now).encode()
         arrived: Counter[tuple[str, str]] = Counter()  # counted once per batch: a counter inc costs ~2 µs
         routed: Counter[tuple[str, str, str]] = Counter()
         for message, event in zip(messages, decoded, strict=True):
@@ -132,7 +167,7 @@ class RouterStep:
             tenant, intent = str(event.get("tenant")), str(event.get("intent"))
             arrived[metrics.tenant_label(tenant), metrics.intent_label(intent)] += 1
             try:
-                self.validate(event)
+                self.validate(event, now_ms=_reference_ms(message, now))
             except (ValidationError, SerializationError) as exc:
                 result.dead.append(DeadLetterRequest(message, exc.reason, str(exc), None))
                 continue
@@ -159,7 +194,7 @@ class RouterStep:
             if in_place is not None and in_place(serve):
                 result.in_place.append((_forwarded(message, key, headers), event))
             else:
-                result.out.append(OutMessage(self._model_topic(serve), key, value, headers))
+                result.out.append(OutMessage(self._model_topic(serve), key, value, headers, message, True))
                 result.primary += 1
             routed[tenant, intent, serve] += 1
             others: dict[str, list[ModelRef]] = defaultdict(list)
@@ -172,7 +207,7 @@ class RouterStep:
                 if in_place is not None and in_place(model):
                     result.in_place.append((_forwarded(message, key, shadow_headers), event))
                 else:
-                    result.out.append(OutMessage(self._model_topic(model), key, value, shadow_headers))
+                    result.out.append(OutMessage(self._model_topic(model), key, value, shadow_headers, message))
         for labels, n in arrived.items():
             metrics.child(metrics.events_in, *labels).inc(n)
         for routed_labels, n in routed.items():
@@ -180,10 +215,22 @@ class RouterStep:
         return result
 
 
+def _reference_ms(message: InMessage, now_ms: int) -> int:
+    """What "now" is for the clock-skew check: the broker's append time, else the later of two clocks.
+
+    The worker's clock alone would reject good traffic whenever it runs slow; a record's create
+    time is the producer's clock, so without append times a producer whose clock runs ahead is
+    caught only when ``event_time`` is ahead of its own record's timestamp.
+    """
+    if message.timestamp_ms > 0 and message.log_append_time:
+        return message.timestamp_ms
+    return max(now_ms, message.timestamp_ms)
+
+
 def _forwarded(message: InMessage, key: bytes, headers: tuple[tuple[str, bytes], ...]) -> InMessage:
     """The message a scorer would have consumed from the model topic (source coordinates kept)."""
     return InMessage(key, message.value, message.topic, message.partition, message.offset,
-                     message.timestamp_ms, dict(headers))
+                     message.timestamp_ms, dict(headers), message.log_append_time)
 
 
 class FusedStep:
@@ -226,7 +273,7 @@ class _Pending:
     log: list[dict[str, Any]] = field(default_factory=list)
     log_to: list[tuple[str, bytes]] = field(default_factory=list)
     scored: list[dict[str, Any]] = field(default_factory=list)
-    scored_to: list[tuple[str, bytes | None]] = field(default_factory=list)
+    scored_to: list[tuple[str, bytes | None, InMessage]] = field(default_factory=list)
 
 
 class ScorerStep:
@@ -242,6 +289,7 @@ class ScorerStep:
         self.clock = clock
         self._tenant_topics: dict[str, str] = {}
         self._watch: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        self._stamps: dict[tuple[bytes, bytes, bytes, bytes | None], tuple[str, str, tuple[str, ...]] | str] = {}
 
     def _tenant_topic(self, tenant: str) -> str:
         topic = self._tenant_topics.get(tenant)
@@ -255,7 +303,10 @@ class ScorerStep:
         missing = set()
         for raw in wanted:
             if raw:
-                ref = ModelRef.parse(raw.decode())
+                try:
+                    ref = ModelRef.parse(raw.decode())
+                except (MuseflowError, ValueError):
+                    continue  # run() dead-letters it as invalid_headers
                 if self.state.registry.find(ref.name, ref.version) is None:
                     missing.add(ref)
         return missing
@@ -269,15 +320,21 @@ class ScorerStep:
             if isinstance(event, Exception):
                 result.dead.append(DeadLetterRequest(message, getattr(event, "reason", "undecodable"), str(event)))
                 continue
+            stamp = self._stamp(message.headers)
+            if isinstance(stamp, str):
+                result.dead.append(DeadLetterRequest(
+                    message, "invalid_headers", f"{message.topic}[{message.partition}]@{message.offset}: {stamp}; "
+                    "only a museflow router writes model topics (check who else has Write on them)"))
+                continue
+            serve, role, shadows = stamp
             row = len(events)
             events.append(event)
             index.append(i)
-            serve = message.headers.get(H_SERVE, b"").decode()
             if serve:
                 task = tasks[serve]
                 task.rows.append(row)
-                task.roles.append(message.headers.get(H_ROLE, b"champion").decode())
-            for shadow in filter(None, message.headers.get(H_SHADOW, b"").decode().split(",")):
+                task.roles.append(role)
+            for shadow in shadows:
                 task = tasks[shadow]
                 task.rows.append(row)
                 task.roles.append("shadow")
@@ -290,9 +347,21 @@ class ScorerStep:
         # order within each topic is the order the records were built in.
         result.out.extend(OutMessage(topic, key, value) for (topic, key), value in zip(
             pending.log_to, self._encode_log(pending.log), strict=True))
-        result.out.extend(OutMessage(topic, key, value) for (topic, key), value in zip(
+        result.out.extend(OutMessage(topic, key, value, (), source, True) for (topic, key, source), value in zip(
             pending.scored_to, self._encode_scored(pending.scored), strict=True))
         return result
+
+    def _stamp(self, headers: Mapping[str, bytes]) -> tuple[str, str, tuple[str, ...]] | str:
+        """(serving model, its role, shadow models) from the router's headers, or what is wrong with them."""
+        raw = (headers.get(H_SERVE, b""), headers.get(H_ROLE, b"champion"), headers.get(H_SHADOW, b""),
+               headers.get(H_ROUTE))
+        found = self._stamps.get(raw)
+        if found is None:
+            found = _read_stamp(*raw)
+            if len(self._stamps) >= 4096:
+                self._stamps.clear()
+            self._stamps[raw] = found
+        return found
 
     def _score_task(self, ref_text: str, task: _Task, messages: Sequence[InMessage],
                     events: Sequence[Mapping[str, Any]], index: Sequence[int], scored_ms: int,
@@ -329,6 +398,7 @@ class ScorerStep:
             stamped = _route_version(messages[index[rows[j]]].headers)
             groups[(str(event["tenant"]), str(event["intent"]), stamped)].append(j)
         watch = self._watched(model)
+        per_log_record = max(1, _LOG_RECORD_BUDGET // (170 + 9 * len(watch)))  # an event's bytes in a log record
         score_log = self.topics.score_log
         for (tenant, intent, route_version), positions in groups.items():
             route = state.routes.at(tenant, intent, route_version) or state.routes.get(tenant, intent)
@@ -359,7 +429,10 @@ class ScorerStep:
                 raw, corrected, score = float(scores.raw[j]), float(scores.probability[j]), float(mapped[k])
                 served = role != "shadow"
                 log = log_batches.get((role, route_version))
-                if log is None:
+                if log is None or len(log["event_ids"]) >= per_log_record:
+                    if log is not None:
+                        pending.log_to.append((score_log, log_key))
+                        pending.log.append(log)
                     log = log_batches[(role, route_version)] = {
                         "tenant": tenant, "intent": intent, "model": ref.name, "model_version": ref.version,
                         "role": role, "served": served, "route_version": route_version,
@@ -376,10 +449,10 @@ class ScorerStep:
                 roles[role] += 1
                 if not served:
                     continue
-                ingest = int(message.headers.get(H_INGEST, b"0") or 0)
+                ingest = _ingest_ms(message.headers)
                 timings = {"route_to_score_ms": float(scored_ms - ingest)} if ingest else {}
                 n_served += 1
-                scored_to.append((tenant_topic, message.key))
+                scored_to.append((tenant_topic, message.key, message))
                 scored_records.append({
                     "event_id": event["event_id"], "tenant": tenant, "intent": intent, "model": ref.name,
                     "model_version": ref.version, "route_version": route_version, "role": role,
@@ -415,12 +488,106 @@ class ScorerStep:
         return found
 
 
-def _route_version(headers: Mapping[str, bytes]) -> int:
-    """The route version the router stamped (0 when absent or not a number: the route in force)."""
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> int:
+    """Bytes a record takes in a Kafka record batch of its own, at most, before compression."""
+    size = _BATCH_OVERHEAD + _RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+    for name, raw in headers:
+        size += _HEADER_OVERHEAD + len(name.encode()) + len(raw)
+    return size
+
+
+def drop_oversize(result: StepResult, max_bytes: Callable[[str], int]) -> StepResult:
+    """``result`` with every output larger than ``max_bytes(topic)`` turned into an ``oversize`` dead letter.
+
+    All or nothing per event: an event with one output too large gets exactly one dead letter
+    (its original bytes) and none of its outputs is sent, so conservation holds. An output that
+    carries no single event (a score-log record) becomes a dead letter of its own bytes. Sizes are
+    counted before compression (librdkafka checks ``message.max.bytes`` the same way).
+    """
+    limits: dict[str, int] = {}
+    over: dict[tuple[str, int, int], tuple[OutMessage, int, int]] = {}
+    orphans: dict[int, tuple[OutMessage, int, int]] = {}
+    for out in result.out:
+        limit = limits.get(out.topic)
+        if limit is None:
+            limit = limits[out.topic] = max_bytes(out.topic)
+        rough = _BATCH_OVERHEAD + _RECORD_OVERHEAD + len(out.value) + (len(out.key) if out.key else 0)
+        if rough + _HEADERS_ALLOWANCE <= limit:
+            continue
+        size = record_size(out.key, out.value, out.headers)
+        if size <= limit:
+            continue
+        if out.source is None:
+            orphans[id(out)] = (out, size, limit)
+        else:
+            over.setdefault(_coordinates(out.source), (out, size, limit))
+    if not over and not orphans:
+        return result
+    kept: list[OutMessage] = []
+    primary = result.primary
+    for out in result.out:
+        if id(out) in orphans or (out.source is not None and _coordinates(out.source) in over):
+            primary -= out.primary
+        else:
+            kept.append(out)
+    dead = list(result.dead)
+    already = {_coordinates(d.message) for d in dead}
+    for coordinates, (out, size, limit) in over.items():
+        if coordinates not in already and out.source is not None:
+            dead.append(DeadLetterRequest(out.source, "oversize", _oversize_detail(out.topic, size, limit)))
+    for out, size, limit in orphans.values():
+        dead.append(DeadLetterRequest(InMessage(out.key, out.value, out.topic, -1, -1), "oversize",
+                                      _oversize_detail(out.topic, size, limit) + " (a record museflow built)"))
+    return StepResult(out=kept, dead=dead, primary=primary, in_place=result.in_place)
+
+
+def _coordinates(message: InMessage) -> tuple[str, int, int]:
+    return message.topic, message.partition, message.offset
+
+
+def _oversize_detail(topic: str, size: int, limit: int) -> str:
+    return (f"the record for {topic} would take {size:,} bytes, over the {limit:,} that topic (max.message.bytes) "
+            "and the producer (message.max.bytes) take; none of the event's outputs was sent. Shrink the event "
+            "(e.g. its attributes) or raise the topic's limit, then `museflow dlq replay --reason oversize`")
+
+
+def _read_stamp(serve_raw: bytes, role_raw: bytes, shadow_raw: bytes,
+                route_raw: bytes | None) -> tuple[str, str, tuple[str, ...]] | str:
+    """Parse and check a router's stamp: model references, a served role, a route version that is a long."""
     try:
-        return int(headers.get(H_ROUTE, b"0"))
-    except ValueError:
-        return 0
+        serve, role, shadow = serve_raw.decode(), role_raw.decode(), shadow_raw.decode()
+    except UnicodeDecodeError:
+        return "an mf-* header is not UTF-8"
+    shadows = tuple(filter(None, shadow.split(",")))
+    try:
+        for text in (serve, *shadows) if serve else shadows:
+            ModelRef.parse(text)
+    except (MuseflowError, ValueError) as exc:
+        return f"a model named in {H_SERVE}/{H_SHADOW} is malformed ({exc})"
+    if not serve and not shadows:
+        return f"neither {H_SERVE} nor {H_SHADOW} names a model"
+    if serve and role not in _SERVED_ROLES:
+        return f"{H_ROLE} {role[:40]!r} is not one of {_SERVED_ROLES}"
+    if route_raw is not None and _stamped_version(route_raw) is None:
+        return f"{H_ROUTE} {route_raw[:40]!r} is not a route version (a decimal from 0 to 2^63-1)"
+    return serve, role, shadows
+
+
+def _stamped_version(raw: bytes) -> int | None:
+    if not raw.isdigit() or len(raw) > 19:
+        return None
+    version = int(raw)
+    return version if version <= _MAX_LONG else None
+
+
+def _route_version(headers: Mapping[str, bytes]) -> int:
+    """The route version the router stamped (0 when absent: the route in force)."""
+    return _stamped_version(headers.get(H_ROUTE, b"0")) or 0
+
+
+def _ingest_ms(headers: Mapping[str, bytes]) -> int:
+    raw = headers.get(H_INGEST, b"")
+    return int(raw) if raw.isdigit() and len(raw) <= 19 else 0
 
 
 def _millis(value: Any) -> int:

@@ -1,6 +1,13 @@
 """The topics a museflow deployment uses, with explicit partitions and configs.
 
 Pure data: :mod:`museflow.kafka.admin` creates them. Nothing relies on auto-creation.
+
+- With a replication factor of 3 or more every topic gets ``min.insync.replicas=2``: an
+  ``acks=all`` write is then acknowledged by at least two replicas, not by the leader alone.
+- The events topic takes records of up to :data:`EVENT_MAX_BYTES` and stamps each with the
+  broker's clock (``LogAppendTime``), the reference of the router's clock-skew check; the
+  dead-letter topic takes :data:`DEAD_LETTER_MAX_BYTES`, so the dead letter of any event that fit
+  the events topic (its original bytes plus why) fits too.
 """
 
 from __future__ import annotations
@@ -9,10 +16,27 @@ from dataclasses import dataclass, field
 
 from museflow.config import Settings
 
-__all__ = ["COMPACTED", "TopicSpec", "control_topics", "core_topics", "model_topic", "tenant_topic", "verdicts_topic"]
+__all__ = [
+    "COMPACTED",
+    "DEAD_LETTER_MAX_BYTES",
+    "EVENT_MAX_BYTES",
+    "TopicSpec",
+    "configured_max_bytes",
+    "control_topics",
+    "core_topics",
+    "model_topic",
+    "tenant_topic",
+    "verdicts_topic",
+]
 
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
+EVENT_MAX_BYTES = 1_048_588
+"""Largest record batch the events topic takes (Kafka's default ``message.max.bytes``, pinned)."""
+_KAFKA_DEFAULT_MAX_BYTES = 1_048_588
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
+"""Largest record batch the dead-letter topic takes; the hot loops' producers allow as much."""
+MIN_INSYNC_REPLICAS = 2
 
 
 @dataclass(frozen=True)
@@ -23,6 +47,10 @@ class TopicSpec:
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
     replication_factor: int = 1
+
+    def __post_init__(self) -> None:
+        if self.replication_factor >= 3 and "min.insync.replicas" not in self.config:
+            object.__setattr__(self, "config", {**self.config, "min.insync.replicas": str(MIN_INSYNC_REPLICAS)})
 
 
 def control_topics(settings: Settings) -> list[TopicSpec]:
@@ -41,8 +69,10 @@ def core_topics(settings: Settings) -> list[TopicSpec]:
     t, n, rf = settings.topics, settings.partitions, settings.replication_factor
     retained = {"retention.ms": _WEEK_MS}
     return [
-        TopicSpec(t.events, n, dict(retained), rf),
-        TopicSpec(t.dlq, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}, rf),
+        TopicSpec(t.events, n, {**retained, "max.message.bytes": str(EVENT_MAX_BYTES),
+                                "message.timestamp.type": "LogAppendTime"}, rf),
+        TopicSpec(t.dlq, n, {"retention.ms": str(30 * 24 * 3600 * 1000),
+                             "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}, rf),
         TopicSpec(t.score_log, n, dict(retained), rf),
         TopicSpec(t.labels, n, dict(retained), rf),
         verdicts_topic(settings),
@@ -66,3 +96,11 @@ def tenant_topic(settings: Settings, tenant: str) -> TopicSpec:
     """A tenant's scored-event topic."""
     return TopicSpec(settings.topics.scores(tenant), settings.partitions, {"retention.ms": _WEEK_MS},
                      settings.replication_factor)
+
+
+def configured_max_bytes(settings: Settings, topic: str) -> int:
+    """The ``max.message.bytes`` museflow creates ``topic`` with (Kafka's default where it sets none)."""
+    for spec in core_topics(settings):
+        if spec.name == topic:
+            return int(spec.config.get("max.message.bytes", _KAFKA_DEFAULT_MAX_BYTES))
+    return _KAFKA_DEFAULT_MAX_BYTES

@@ -17,6 +17,7 @@ __all__ = ["cli", "main"]
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "acls": ("museflow.cli.acls", "acls_command"),
     "demo": ("museflow.cli.demo", "demo_command"),
+    "dlq": ("museflow.cli.dlq", "dlq_group"),
     "kafka": ("museflow.cli.kafka", "kafka_group"),
     "lag": ("museflow.cli.lag", "lag_command"),
     "observe": ("museflow.cli.observe", "observe_group"),

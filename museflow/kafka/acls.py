@@ -60,7 +60,8 @@ def tenant_rules(settings: Settings, tenant: str, *, principal: str | None = Non
 
 def platform_rules(settings: Settings, principal: str, *, create_topics: bool = True) -> list[AclRule]:
     """What museflow's own workers and CLI need: its topics, its groups, its transactional ids."""
-    topic_ops = ("Read", "Write", "Describe") + (("Create",) if create_topics else ())
+    # DescribeConfigs: the hot loops read each output topic's max.message.bytes (oversize check).
+    topic_ops = ("Read", "Write", "Describe", "DescribeConfigs") + (("Create",) if create_topics else ())
     rules = [
         AclRule(principal, "topic", settings.topics.namespace, topic_ops, prefixed=True),
         AclRule(principal, "group", settings.app_id, ("Read", "Describe"), prefixed=True),

@@ -18,6 +18,12 @@ the commit (quix-streams keeps one processing loop and one checkpoint the same w
   unknown the producer is replaced, not reused, and the batch is read again from the committed
   offsets.
 
+Before delivery every output is checked against its topic's limit (:mod:`museflow.kafka.limits`):
+an event whose output would be refused as too large becomes one ``oversize`` dead letter and the
+batch goes on (:func:`~museflow.pipeline.drop_oversize`). The producer takes records up to
+:data:`~museflow.topics.DEAD_LETTER_MAX_BYTES`, so the dead letter of any event the events topic
+took fits the dead-letter topic.
+
 Batching is adaptive: the loop waits for the first message, then takes what has already been
 fetched, up to ``batch_size``, within ``batch_window_seconds`` (about a millisecond): small
 batches and low latency at low rates, full batches under load.
@@ -37,14 +43,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
 from museflow.config import Settings
 from museflow.deadletter import DeadLetterMessage, DeadLetterWriter
 from museflow.errors import KafkaError
 from museflow.kafka.clients import make_consumer, make_producer
-from museflow.pipeline import DeadLetterRequest, InMessage, StepResult
+from museflow.kafka.limits import TopicLimits
+from museflow.pipeline import DeadLetterRequest, InMessage, StepResult, drop_oversize, record_size
+from museflow.topics import DEAD_LETTER_MAX_BYTES
 
 __all__ = [
     "BatchLoop",
@@ -80,8 +88,9 @@ def to_in_message(msg: Message) -> InMessage:
     raw_headers = msg.headers() or []
     for name, raw in raw_headers.items() if isinstance(raw_headers, dict) else raw_headers:
         headers[name] = raw.encode() if isinstance(raw, str) else (raw or b"")
+    kind, stamp = msg.timestamp()
     return InMessage(msg.key(), msg.value(), str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
-                     int(msg.timestamp()[1] or 0), headers)
+                     int(stamp or 0), headers, kind == TIMESTAMP_LOG_APPEND_TIME)
 
 
 def _next_offsets(messages: Sequence[InMessage]) -> dict[tuple[str, int], int]:
@@ -370,7 +379,7 @@ class BatchLoop:
 
     def __init__(self, settings: Settings, role: str, subscription: Sequence[str], process: Process,
                  deadletters: DeadLetterWriter, *, group_id: str, commit: CommitStrategy | None = None,
-                 hooks: LoopHooks | None = None) -> None:
+                 hooks: LoopHooks | None = None, limits: Callable[[str], int] | None = None) -> None:
         self.settings, self.role, self.subscription = settings, role, list(subscription)
         self.process, self.deadletters, self.group_id = process, deadletters, group_id
         self.hooks = hooks or LoopHooks()
@@ -382,6 +391,7 @@ class BatchLoop:
             else:
                 commit = OrderedCommit(limit=settings.batches_in_flight)
         self.commit = commit
+        self._limits = limits
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._rebalances = 0
@@ -396,13 +406,24 @@ class BatchLoop:
         assert self._consumer is not None, "the loop is not running"
         return self._consumer
 
+    @property
+    def limits(self) -> Callable[[str], int]:
+        """Topic -> the largest record it and the producer take (described from the broker by default)."""
+        if self._limits is None:
+            self._limits = TopicLimits(self.settings, DEAD_LETTER_MAX_BYTES)
+        return self._limits
+
     def replace_producer(self) -> None:
         """Drop the producer (its state is unknown) and make a fresh one with the same settings."""
         old, self._producer = self._producer, None
         if old is not None:
             old.purge()
             old.flush(0)
-        self._producer = make_producer(self.settings, **self.commit.producer_config(self))
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        return make_producer(self.settings, **{"message.max.bytes": DEAD_LETTER_MAX_BYTES},
+                             **self.commit.producer_config(self))
 
     def delivered(self, letters: Sequence[DeadLetterMessage], seconds: float) -> None:
         for letter in letters:
@@ -417,7 +438,7 @@ class BatchLoop:
     def run(self, stop: threading.Event) -> None:
         settings = self.settings
         session_ms = int(settings.broker_session_timeout_seconds * 1000)
-        self._producer = make_producer(settings, **self.commit.producer_config(self))
+        self._producer = self._new_producer()
         self._consumer = make_consumer(settings, self.group_id, **{
             "session.timeout.ms": session_ms, "heartbeat.interval.ms": max(500, session_ms // 5),
             "topic.metadata.refresh.interval.ms": 5000,  # a pattern subscription sees a new topic within seconds
@@ -434,7 +455,7 @@ class BatchLoop:
             while not stop.is_set():
                 messages = self._take(consumer)
                 if messages:
-                    result = self.process(messages)
+                    result = drop_oversize(self.process(messages), self.limits)
                     letters = [self._letter(dead) for dead in result.dead]
                     self.commit.deliver(self, messages, result, letters)
                 self.commit.tick(self)
@@ -450,12 +471,16 @@ class BatchLoop:
                     self._producer.flush(5)
 
     def _warm_up(self) -> None:
-        """Fetch the output topics' metadata before the first batch (else its first sends wait for it)."""
-        for topic in self.hooks.output_topics() if self.hooks.output_topics is not None else ():
+        """Fetch the output topics' metadata and limits before the first batch (else its first sends wait for them)."""
+        topics = list(self.hooks.output_topics()) if self.hooks.output_topics is not None else []
+        for topic in topics:
             try:
                 self.producer.list_topics(topic, timeout=10)
             except KafkaException as exc:
                 log.info("%s: no metadata for %s yet (%s); the first send will fetch it", self.role, topic, exc)
+        prefetch = getattr(self.limits, "prefetch", None)
+        if prefetch is not None and topics:
+            prefetch([*topics, self.deadletters.topic])
 
     def _take(self, consumer: Consumer) -> list[InMessage]:
         """Wait for the first message, then take what is already fetched, up to the batch size.
@@ -504,7 +529,8 @@ class BatchLoop:
         letter = self.deadletters.build(
             m.value, reason=dead.reason, detail=dead.detail, key=m.key, stage=self.role, source_topic=m.topic,
             source_partition=m.partition, source_offset=m.offset, tenant=dead.tenant,
-            timestamp_ms=m.timestamp_ms or None)
+            timestamp_ms=m.timestamp_ms or None,
+            max_bytes=self.limits(self.deadletters.topic) - record_size(m.key, b""))
         if letter is None:
             raise KafkaError(f"could not build a dead letter for {m.topic}[{m.partition}]@{m.offset}; "
                              "stopping rather than dropping it")

@@ -2,7 +2,8 @@
 
 This is the only place museflow talks to a schema registry: confluent-kafka's
 ``SchemaRegistryClient`` (``mock://`` URLs give its in-memory mock, for tests). The core serde
-gets the resolver injected and never imports confluent-kafka.
+gets the resolver injected and never imports confluent-kafka. Errors never show the
+credentials of a ``https://user:password@host`` URL.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from museflow.config import Settings
+from museflow.config import Settings, mask_url
 from museflow.errors import KafkaError
 from museflow.serde import Serdes
 
@@ -35,10 +36,10 @@ class ConfluentSchemaIdResolver:
             return int(self.client.register_schema(subject, Schema(schema_json, "AVRO")))
         except SchemaRegistryError as exc:
             raise KafkaError(
-                f"the schema registry refused {subject}: {exc}; check the subject's compatibility setting"
-            ) from exc
+                f"the schema registry refused {subject}: {mask_url(str(exc))}; check the subject's compatibility "
+                "setting") from exc
         except Exception as exc:  # transport errors (requests/httpx) surface as various types
-            raise KafkaError(f"cannot register {subject} with the schema registry: {exc}") from exc
+            raise KafkaError(f"cannot register {subject} with the schema registry: {mask_url(str(exc))}") from exc
 
     def lookup(self, schema_id: int) -> str | None:
         try:
@@ -46,9 +47,9 @@ class ConfluentSchemaIdResolver:
         except SchemaRegistryError as exc:
             if getattr(exc, "http_status_code", None) == 404:
                 return None
-            raise KafkaError(f"the schema registry failed looking up id {schema_id}: {exc}") from exc
+            raise KafkaError(f"the schema registry failed looking up id {schema_id}: {mask_url(str(exc))}") from exc
         except Exception as exc:
-            raise KafkaError(f"cannot reach the schema registry for id {schema_id}: {exc}") from exc
+            raise KafkaError(f"cannot reach the schema registry for id {schema_id}: {mask_url(str(exc))}") from exc
         text = getattr(schema, "schema_str", None)
         return None if text is None else str(text)
 

@@ -188,10 +188,12 @@ def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str,
 
 
 def _ports(svc: dict[str, Any]) -> list[tuple[int, int]]:
+    """Published ports as (host, container); every one is bound to the host's loopback only."""
     out = []
     for spec in svc.get("ports", []):
-        assert isinstance(spec, str) and re.fullmatch(r"[0-9]+:[0-9]+(/tcp)?", spec), spec
-        host, container = (int(p) for p in spec.split("/")[0].split(":"))
+        assert isinstance(spec, str) and re.fullmatch(r"127\.0\.0\.1:[0-9]+:[0-9]+(/tcp)?", spec), \
+            f"{spec}: publish on 127.0.0.1 only (a bare HOST:CONTAINER listens on every interface)"
+        host, container = (int(p) for p in spec.split("/")[0].split(":")[1:])
         assert 1 <= host <= 65535 and 1 <= container <= 65535
         out.append((host, container))
     return out

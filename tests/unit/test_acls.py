@@ -45,6 +45,7 @@ def test_the_platform_gets_the_control_transactional_id_and_the_workers_ones_in_
     assert [r.resource for r in at_least_once] == ["topic", "group", "transactional-id"]
     assert at_least_once[-1] == AclRule("User:museflow", "transactional-id", "mf-control", ("Write", "Describe"))
     assert at_least_once[0].name == "museflow." and at_least_once[0].prefixed
+    assert at_least_once[0].operations == ("Read", "Write", "Describe", "DescribeConfigs", "Create")
     assert "Create" not in platform_rules(Settings(), "User:museflow", create_topics=False)[0].operations
     eos = platform_rules(Settings(app_id="mf", processing_guarantee="exactly_once"), "User:museflow")
     assert eos[-1] == AclRule("User:museflow", "transactional-id", "mf-", ("Write", "Describe"), prefixed=True)

@@ -71,7 +71,7 @@ class FakeConsumer:
         return self.buffer.popleft()
 
     def consume(self, n: int, timeout: float) -> list[FakeMessage]:
-        taken = []
+        taken: list[FakeMessage] = []
         while self.buffer and len(taken) < n:
             taken.append(self.buffer.popleft())
         return taken
@@ -138,6 +138,21 @@ class FakeProducer:
         self.polls += 10**6
         self.poll()
         return 0
+
+
+class FixedLimits:
+    """Every topic takes ``max_bytes`` (the loop would otherwise describe topics on a broker)."""
+
+    def __init__(self, settings: Settings, producer_max_bytes: int, max_bytes: int = 1_000_000) -> None:
+        self.max_bytes = max_bytes
+
+    def __call__(self, topic: str) -> int:
+        return self.max_bytes
+
+
+@pytest.fixture(autouse=True)
+def fixed_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch_loop, "TopicLimits", FixedLimits)
 
 
 def forward(messages: list[InMessage]) -> StepResult:
@@ -317,3 +332,52 @@ def test_an_exactly_once_batch_whose_commit_fails_is_read_again_and_an_unknown_o
     else:  # abortable: abort, read the batch again with the same producer
         assert first[4:] == ["abort"] and producers[1].calls == []
     assert consumer.seeks == [seek]
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_an_oversize_output_is_one_dead_letter_and_the_batch_goes_on(
+        monkeypatch: pytest.MonkeyPatch, guarantee: str) -> None:
+    """Without the size check the producer refuses the record and the loop stops (a crash loop on restart)."""
+    stop = threading.Event()
+    consumer = TxnConsumer([msgs(0, 0, 6, lambda i: b"x" * 6000 if i == 2 else b"ok%d" % i), msgs(0, 6, 3)], stop)
+    producer = FakeTxnProducer(None)
+    sent: list[tuple[str, bytes]] = []
+
+    def produce(topic: str, value: bytes, key: bytes | None = None, headers: Any = None,
+                on_delivery: Any = None) -> None:
+        if len(value) > (5000 if topic == "out" else 50_000):
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        sent.append((topic, value))
+        FakeProducer.produce(producer, topic, value, key, headers, on_delivery)
+
+    monkeypatch.setattr(producer, "produce", produce)
+    monkeypatch.setattr(batch_loop, "make_consumer", lambda *a, **kw: consumer)
+    monkeypatch.setattr(batch_loop, "make_producer", lambda *a, **kw: producer)
+
+    def sourced(messages: list[InMessage]) -> StepResult:
+        return StepResult(out=[OutMessage("out", m.key, m.value or b"", (), m, True) for m in messages],
+                          primary=len(messages))
+
+    letters = DeadLetterWriter("dlq")
+    loop = BatchLoop(Settings(processing_guarantee=guarantee), "test", [TOPIC], sourced, letters, group_id="g",
+                     limits=lambda topic: 5000 if topic == "out" else 50_000)
+    loop.run(stop)
+    assert [t for t, _ in sent].count("out") == 8 and [t for t, _ in sent].count("dlq") == 1
+    [value] = [v for t, v in sent if t == "dlq"]
+    assert value in producer.delivered
+    letter = letters.serde.decode(value)
+    assert (letter["reason"], letter["original_value"], letter["source_offset"]) == ("oversize", b"x" * 6000, 2)
+    assert letters.counts == {("oversize", "_other"): 1}  # counted once, after delivery (stage "test" is unknown)
+    if guarantee == "at_least_once":
+        assert consumer.committed_offsets() == {(TOPIC, 0): 9}
+    else:
+        assert producer.calls.count("commit") == 2 and "abort" not in producer.calls
+
+
+def test_a_dead_letter_larger_than_the_dlq_takes_keeps_the_start_of_the_original(run_loop: Any) -> None:
+    letters = DeadLetterWriter("dlq")
+    message = letters.build(b"y" * 50_000, reason="oversize", detail="too big", max_bytes=20_000)
+    assert message is not None and len(message.value) <= 20_000
+    record = letters.serde.decode(message.value)
+    assert record["original_value"] == b"y" * len(record["original_value"]) and len(record["original_value"]) > 19_000
+    assert "50,000 bytes is cut to its first" in record["detail"] and record["detail"].startswith("too big")

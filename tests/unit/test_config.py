@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from museflow.config import Settings
+from museflow.config import Settings, mask_url
 from museflow.errors import ConfigError
 
 
@@ -50,3 +50,29 @@ def test_librdkafka_logs_through_python_logging_at_the_worker_level() -> None:
         conf = Settings(log_level=level).librdkafka_config()
         assert conf["log_level"] == syslog
         assert isinstance(conf["logger"], logging.Logger) and conf["logger"].name == "museflow.librdkafka"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://alice:s3cr3t@registry.example:8081", "https://***@registry.example:8081"),
+    ("https://KEY:p%40ss@a.example,https://KEY:p%40ss@b.example/sr", "https://***@a.example,https://***@b.example/sr"),
+    ("https://user:pa@ss@registry.example", "https://***@registry.example"),
+    ("http://schema-registry:8081", "http://schema-registry:8081"),
+])
+def test_schema_registry_url_credentials_are_masked_in_repr_but_reach_the_client(url: str, shown: str) -> None:
+    s = Settings(schema_registry_url=url)
+    assert f"schema_registry_url={shown!r}" in repr(s) and str(s) == repr(s)
+    assert "s3cr3t" not in repr(s) and "p%40ss" not in repr(s) and "pa@ss" not in repr(s)
+    assert s.schema_registry_config() == {"url": url}
+    assert mask_url(url) == shown
+
+
+def test_a_registry_error_names_no_credentials() -> None:
+    from museflow.errors import KafkaError
+    from museflow.kafka.schema_registry import resolver_from_settings
+    from museflow.supervise import free_port
+
+    resolver = resolver_from_settings(Settings(schema_registry_url=f"http://alice:s3cr3t@127.0.0.1:{free_port()}"))
+    assert resolver is not None
+    with pytest.raises(KafkaError) as info:
+        resolver.lookup(1)
+    assert "s3cr3t" not in str(info.value) and "s3cr3t" not in repr(info.value.__cause__)
