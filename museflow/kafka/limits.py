@@ -43,6 +43,7 @@ class TopicLimits:
         self.producer_max_bytes = producer_max_bytes
         self._clock = clock
         self._admin = admin
+        self._owns_admin = admin is None
         self._cache: dict[str, tuple[int, float]] = {}
 
     def __call__(self, topic: str) -> int:
@@ -59,6 +60,7 @@ class TopicLimits:
         if not names:
             return
         described = self._describe(names)
+        self._admin = None if self._owns_admin else self._admin
         now = self._clock()
         for name in names:
             topic_max = described.get(name)
