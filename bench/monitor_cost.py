@@ -1,4 +1,4 @@
-"""What the scorer's score monitor costs per event: none, alert rates and drift, plus the CBPE sums.
+"""What the scorer's score monitor costs per event: none, alert rates and drift, the CBPE sums, the contract watch.
 
 Scores 5,000 routed events of the showcase routes (fraud-cnp@2 in shadow on acme-bank, a 10%
 canary on globex-pay) with ``ScorerStep.run`` on 500-event batches, five passes, and prints
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from museflow.config import TopicNames
+from museflow.contract import AlertRateWatch
 from museflow.demo_models import SHOWCASE_ROUTES, train_demo_models
 from museflow.loadgen import TransactionGenerator
 from museflow.metrics import PipelineMetrics
@@ -61,7 +62,9 @@ def main() -> None:
     print(f"{'monitor':<48} {'µs / message':>12}")
     for label, monitor in (("none", None),
                            ("alert rates and drift", WithoutEstimates(ScoreMonitor(PipelineMetrics()))),
-                           ("+ CBPE sums, base rate, candidates' estimates", ScoreMonitor(PipelineMetrics()))):
+                           ("+ CBPE sums, base rate, candidates' estimates", ScoreMonitor(PipelineMetrics())),
+                           ("+ alert-rate contract watch (SPRT + CUSUM)",
+                            ScoreMonitor(PipelineMetrics(), watch=AlertRateWatch(), on_breach=lambda b: None))):
         step = ScorerStep(state, topics, serdes, monitor=monitor)
         for messages, decoded in batches:  # warm-up
             step.run(messages, decoded)
