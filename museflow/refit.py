@@ -167,7 +167,9 @@ class RefitPolicy:
     max_alert_rate_shift: float = 0.25
     """Largest relative change ``|rate_candidate / rate_current - 1|`` at a watched threshold."""
     contract: Contract = field(default_factory=Contract)
-    """A map on more samples than the candidate is kept unless the candidate's traffic shows it off contract."""
+    """A live map on more samples than the candidate is kept unless the candidate's traffic shows it off contract
+    (a rehearsal's or blended map is replaced by the first live refit that passes the guards: live traffic
+    confirms or corrects it)."""
 
     def __post_init__(self) -> None:
         if self.min_samples < 2 or self.min_tail_samples < 0 or not self.max_alert_rate_shift > 0:
@@ -233,7 +235,7 @@ class RefitPolicy:
                 worst, worst_tau = shift, tau
         details["max_relative_shift"] = worst
         off = self.off_contract(candidate, current, sketch)
-        if current.sample_count > n and off is None and not allow_shift:
+        if current.source == "shadow" and current.sample_count > n and off is None and not allow_shift:
             return RefitDecision(
                 False, "no-new-evidence",
                 f"{where} held: map v{current.version} was fitted on {current.sample_count} samples, more than the "
