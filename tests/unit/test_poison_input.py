@@ -55,7 +55,7 @@ class Core:
     serdes: Serdes
 
     def router(self, clock_offset: float = 0.0) -> RouterStep:
-        return RouterStep(self.state, TOPICS, validate_event, clock=lambda: time.time() + clock_offset)
+        return RouterStep(self.state, TOPICS, validate_event, clock=lambda: NOW_MS / 1000 + clock_offset)
 
     def scorer(self) -> ScorerStep:
         return ScorerStep(self.state, TOPICS, self.serdes)
