@@ -104,6 +104,16 @@ class Contract:
         """The alert rates the contract accepts around the target ``rate``."""
         return rate * (1 - self.tolerance), rate * (1 + self.tolerance)
 
+    def verdict(self, rate: float, low: float, high: float) -> str:
+        """``holds`` when the interval ``[low, high]`` lies inside the band, ``breach`` when wholly outside it,
+        else ``insufficient``."""
+        lo_band, hi_band = self.band(rate)
+        if lo_band <= low and high <= hi_band:
+            return "holds"
+        if low > hi_band or high < lo_band:
+            return "breach"
+        return "insufficient"
+
     def can_compare(self, rate: float, fitted: int, observed: int) -> bool:
         """True when a prediction from a map fitted on ``fitted`` scores can be checked against a rate measured
         on ``observed`` scores: the sampling error of both, combined, stays within the tolerance."""
@@ -337,13 +347,7 @@ def judge(qmap: QuantileMap, threshold: float, target: float, evidence: ScoreSam
         ((1 - weight) ** 2 * (spread_upper + pooled_noise) if weight < 1 else 0.0)
     half = contract.z * scale * math.sqrt(mse)
     low, high = estimate - half, estimate + half
-    lo_band, hi_band = contract.band(target)
-    if lo_band <= low and high <= hi_band:
-        verdict = "holds"
-    elif low > hi_band or high < lo_band:
-        verdict = "breach"
-    else:
-        verdict = "insufficient"
+    verdict = contract.verdict(target, low, high)
     effective = (1 - target) / (target * mse) if mse > 0 else math.inf
     return Judgement(qmap.tenant or "", qmap.intent, threshold, target, estimate, (low, high), n, effective,
                      needed, weight, verdict)
@@ -511,13 +515,7 @@ def judge_fit(qmap: QuantileMap, threshold: float, target: float, contract: Cont
     estimate = (n * target + m * observed) / total
     half = contract.z * math.sqrt(target * (1 - target) / total)
     low, high = estimate - half, estimate + half
-    lo_band, hi_band = contract.band(target)
-    if lo_band <= low and high <= hi_band:
-        verdict = "holds"
-    elif low > hi_band or high < lo_band:
-        verdict = "breach"
-    else:
-        verdict = "insufficient"
+    verdict = contract.verdict(target, low, high)
     return Judgement(qmap.tenant or "", qmap.intent, threshold, target, estimate, (low, high), total, float(total),
                      needed, 1.0, verdict)
 
