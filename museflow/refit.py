@@ -43,6 +43,9 @@ DEFAULT_CONTRACT_RATES = (0.05, 0.01)
 SHORT = frozenset({"too-few-samples", "too-few-tail-samples", "unfittable"})
 """Refit reasons for which a tenant is served a blended map instead."""
 
+STOPGAP_SOURCES = frozenset({"blended", "rehearsal"})
+"""Map sources that stand in until a tenant's own live traffic suffices (the first such refit replaces them)."""
+
 SketchKey = tuple[str, str, str, str | None]
 """``(model, model_version, intent, tenant)``; tenant None for the pooled sketch of an intent."""
 
@@ -240,6 +243,12 @@ class RefitPolicy:
                 False, "no-new-evidence",
                 f"{where} held: map v{current.version} was fitted on {current.sample_count} samples, more than the "
                 f"{n} here, and still holds its alert rates on this traffic ({self.contract.describe()})", details)
+        if current.source in STOPGAP_SOURCES:
+            # A blended or rehearsed map stands in until the tenant's own live traffic suffices; the shift guard
+            # would compare that traffic with the stand-in's error and could hold the stand-in for good.
+            return RefitDecision(True, "replaces-stopgap",
+                                 f"{where} published: replaces {current.source} map v{current.version} with one fitted "
+                                 f"on this tenant's own traffic (largest alert-rate shift {worst:.1%})", details)
         if worst > self.max_alert_rate_shift and not allow_shift:
             return RefitDecision(
                 False, "alert-rate-shift",

@@ -114,6 +114,22 @@ def test_a_map_on_more_samples_is_kept_until_traffic_shows_it_off_contract(traff
     assert decision.publish and decision.reason == "published", decision.message
 
 
+@pytest.mark.parametrize("source", ["blended", "rehearsal"])
+def test_a_stand_in_map_yields_to_the_tenants_own_map_however_far_apart(traffic: np.ndarray, source: str) -> None:
+    """A blended or rehearsed map far off this tenant's traffic is replaced, not held by the shift guard for good."""
+    record = _fit(_sketch(np.clip(traffic[:40_000] * 1.6, 0, 1))).to_record()
+    current = QuantileMap.from_record({**record, "source": source})
+    own = _sketch(traffic[40_000:55_000])
+    policy = RefitPolicy(min_samples=10_000, min_tail_samples=20, watch_thresholds=WATCH)
+    decision = policy.decide(_fit(own, version=2), current, own)
+    assert decision.details["max_relative_shift"] > policy.max_alert_rate_shift
+    assert decision.publish and decision.reason == "replaces-stopgap", decision.message
+    assert f"replaces {source} map v1" in decision.message
+    shadow = QuantileMap.from_record({**record, "source": "shadow"})
+    held = policy.decide(_fit(own, version=2), shadow, own)  # a live map far off still needs a human
+    assert not held.publish and held.reason == "alert-rate-shift", held.message
+
+
 def test_refitter_publishes_tenant_and_pooled_and_a_blended_map_for_small_tenants(traffic: np.ndarray) -> None:
     policy = RefitPolicy(min_samples=10_000, min_tail_samples=20, watch_thresholds=WATCH)
     small_ref = ReferenceDistribution.uniform("small-ref", 1)
