@@ -177,6 +177,11 @@ class Settings:
                 f"security_protocol={self.security_protocol} needs {ENV_PREFIX}SASL_USERNAME "
                 f"and {ENV_PREFIX}SASL_PASSWORD"
             )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError(
+                f"ssl_keyfile is set without the certificate it belongs to; set {ENV_PREFIX}SSL_CERTFILE "
+                f"(or unset {ENV_PREFIX}SSL_KEYFILE when the broker does not ask for client certificates)"
+            )
         for name in ("partitions", "replication_factor", "batch_size", "batches_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -276,7 +281,12 @@ class Settings:
         return options
 
     def schema_registry_config(self) -> dict[str, Any] | None:
-        """Options for confluent-kafka's ``SchemaRegistryClient``, or ``None`` when unset."""
+        """Options for confluent-kafka's ``SchemaRegistryClient``, or ``None`` when unset.
+
+        An ``https://`` registry is verified against ``ssl_cafile`` (the deployment's one CA bundle;
+        the system CAs when unset) and is offered ``ssl_certfile``/``ssl_keyfile`` if it asks for a
+        client certificate.
+        """
         if not self.schema_registry_url:
             return None
         conf: dict[str, Any] = {"url": self.schema_registry_url}
@@ -284,6 +294,13 @@ class Settings:
             conf["basic.auth.user.info"] = (
                 f"{self.schema_registry_username}:{self.schema_registry_password or ''}"
             )
+        if any(url.strip().lower().startswith("https://") for url in self.schema_registry_url.split(",")):
+            if self.ssl_cafile:
+                conf["ssl.ca.location"] = self.ssl_cafile
+            if self.ssl_certfile:
+                conf["ssl.certificate.location"] = self.ssl_certfile
+                if self.ssl_keyfile:
+                    conf["ssl.key.location"] = self.ssl_keyfile
         return conf
 
 

@@ -101,7 +101,8 @@ def topic_end_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> 
         except KafkaException as exc:
             retriable = exc.args and getattr(exc.args[0], "retriable", lambda: False)()
             if (not retriable and "leader" not in str(exc).lower()) or time.monotonic() > deadline:
-                raise
+                raise KafkaError(f"reading the offsets of {topic}: {exc.args[0] if exc.args else exc} (is the broker "
+                                 "reachable, and do the TLS/SASL settings match its listener?)") from exc
             time.sleep(0.2)
 
 

@@ -57,6 +57,9 @@ def list_groups(settings: Settings, admin: AdminClient | None = None, timeout: f
         result = admin.list_consumer_groups(request_timeout=timeout).result()
     except KafkaException as exc:
         raise KafkaError(f"listing consumer groups on {settings.bootstrap_servers}: {exc}") from exc
+    if result.errors and not result.valid:  # no broker answered: an empty list would read as "no lag"
+        raise KafkaError(f"listing consumer groups on {settings.bootstrap_servers}: "
+                         + "; ".join(str(e) for e in result.errors))
     return sorted(g.group_id for g in result.valid)
 
 

@@ -92,3 +92,18 @@ def topic_size(settings: Settings, topic: str) -> int:
         return sum(hi - lo for lo, hi in topic_end_offsets(consumer, topic).values())
     finally:
         consumer.close()
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A three-node KRaft cluster (RF 3, ``min.insync.replicas=2``) for one module; destroyed after it."""
+    import os
+
+    from museflow.kafka.broker import LocalCluster
+
+    cluster = LocalCluster(f"cluster-{os.getpid()}", home=tmp_path_factory.mktemp("kafka-cluster"), heap="512m")
+    try:
+        cluster.start(timeout=300)
+        yield cluster
+    finally:
+        cluster.destroy()
