@@ -15,6 +15,7 @@ that do not know museflow::
     ├── MapError(ValueError)               a quantile map or reference that is invalid
     ├── RefitRefused(MuseflowError)        a refit or promotion held back by a guard
     ├── KafkaError(RuntimeError)           the broker refused or failed a request
+    │   └── DependencyUnavailable          a dependency (e.g. the schema registry) is down for now: retry
     └── BrokerLaunchError(RuntimeError)    the local Kafka could not be fetched, started or stopped
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "BrokerLaunchError",
     "ConfigError",
     "ConflictError",
+    "DependencyUnavailable",
     "KafkaError",
     "MapError",
     "MuseflowError",
@@ -91,6 +93,19 @@ class ConflictError(MuseflowError):
 
 class KafkaError(MuseflowError, RuntimeError):
     """The broker refused or failed a request (admin, produce or consume)."""
+
+
+class DependencyUnavailable(KafkaError):
+    """A service the pipeline needs answered 5xx/429 or could not be reached; the same call may work later.
+
+    ``dependency`` names it (``"schema-registry"``) and ``where`` says where it is (a masked URL,
+    never credentials). The hot loop pauses and retries the batch on it instead of failing.
+    """
+
+    def __init__(self, message: str, *, dependency: str, where: str = "") -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        self.where = where
 
 
 class BrokerLaunchError(MuseflowError, RuntimeError):

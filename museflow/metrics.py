@@ -143,6 +143,14 @@ class PipelineMetrics:
             "museflow_transactions_aborted_total",
             "Exactly-once batches whose transaction was aborted (their events are processed again).",
             ["role"], registry=r)
+        self.dependency_paused = Gauge(
+            "museflow_dependency_paused",
+            "1 while a hot loop is paused because a dependency (e.g. schema-registry) is unavailable, else 0.",
+            ["role", "dependency"], registry=r)
+        self.dependency_pause_seconds = Counter(
+            "museflow_dependency_pause_seconds_total",
+            "Seconds hot loops spent paused on an unavailable dependency (counted when each pause ends).",
+            ["role", "dependency"], registry=r)
         self.worker_up = Gauge(
             "museflow_worker_ready", "1 once the worker has joined its group and loaded its models.",
             ["role"], registry=r)

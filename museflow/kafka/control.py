@@ -21,8 +21,9 @@ from confluent_kafka import KafkaError as KafkaErrorCode
 
 from museflow.config import Settings
 from museflow.control.keys import control_key, value_digest
-from museflow.errors import ConflictError, KafkaError, MuseflowError
+from museflow.errors import ConflictError, DependencyUnavailable, KafkaError, MuseflowError
 from museflow.kafka.clients import topic_end_offsets
+from museflow.kafka.loop import PAUSE_FIRST_SECONDS, PAUSE_MAX_SECONDS
 from museflow.state import PipelineState
 
 __all__ = [
@@ -58,6 +59,8 @@ def apply_control(state: PipelineState, decode: Decode, kind: str, topic: str, k
     digest = value_digest(value)
     try:
         record = decode(topic, value)
+    except DependencyUnavailable:
+        raise  # the record is not bad: the registry that would decode it is down (the caller waits)
     except MuseflowError as exc:
         state.apply(kind, text_key, None, digest, error=str(exc))
         return
@@ -127,12 +130,26 @@ class ControlFollower:
             consumer.close()
 
     def _apply(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        try:
-            where = f"{topic}[{partition}]@{offset}"
-            apply_control(self.state, self.decode, self.kinds[topic], topic, key, value, where)
-            self.applied += 1
-        except Exception:
-            log.exception("control record %s[%d]@%d could not be applied", topic, partition, offset)
+        """Apply one record; while a dependency that decodes it is down, wait (the state does not move past it)."""
+        where = f"{topic}[{partition}]@{offset}"
+        delay, waited = PAUSE_FIRST_SECONDS, 0.0
+        while True:
+            try:
+                apply_control(self.state, self.decode, self.kinds[topic], topic, key, value, where)
+                self.applied += 1
+                if waited:
+                    log.warning("control record %s applied after waiting %.1fs for a dependency", where, waited)
+                return
+            except DependencyUnavailable as exc:
+                if not waited:
+                    log.warning("control record %s waits: %s unavailable (%s)", where, exc.dependency, exc)
+                if self._stop.wait(delay):
+                    return
+                waited += delay
+                delay = min(2 * delay, PAUSE_MAX_SECONDS)
+            except Exception:
+                log.exception("control record %s could not be applied", where)
+                return
 
 
 def _assign_from_start(consumer: Consumer, topics: Mapping[str, str]) -> dict[tuple[str, int], int]:

@@ -28,7 +28,14 @@ Batching is adaptive: the loop waits for the first message, then takes what has 
 fetched, up to ``batch_size``, within ``batch_window_seconds`` (about a millisecond): small
 batches and low latency at low rates, full batches under load.
 
-A step that raises stops the loop (and the worker) with nothing of that batch committed.
+A step that raises stops the loop (and the worker) with nothing of that batch committed, except
+:class:`~museflow.errors.DependencyUnavailable` (e.g. the schema registry answering 503): then the
+loop pauses its partitions and runs the step on the same batch again, backing off from
+:data:`PAUSE_FIRST_SECONDS` to :data:`PAUSE_MAX_SECONDS`, with nothing of the batch produced,
+committed or dead-lettered meanwhile. It keeps polling the paused consumer, so it stays in its
+group however long the outage lasts; earlier batches' deliveries and commits go on; a stop leaves
+the batch uncommitted, and a rebalance drops it (it is read again). One warning marks the start of
+a pause and one its end; :attr:`LoopHooks.on_paused` / :attr:`LoopHooks.on_resumed` feed the metrics.
 """
 
 from __future__ import annotations
@@ -48,13 +55,15 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from museflow.config import Settings
 from museflow.deadletter import DeadLetterMessage, DeadLetterWriter
-from museflow.errors import KafkaError
+from museflow.errors import DependencyUnavailable, KafkaError
 from museflow.kafka.clients import make_consumer, make_producer
 from museflow.kafka.limits import TopicLimits
 from museflow.pipeline import DeadLetterRequest, InMessage, StepResult, drop_oversize, record_size
 from museflow.topics import DEAD_LETTER_MAX_BYTES
 
 __all__ = [
+    "PAUSE_FIRST_SECONDS",
+    "PAUSE_MAX_SECONDS",
     "BatchLoop",
     "CommitStrategy",
     "DeliveryFailed",
@@ -71,6 +80,10 @@ Process = Callable[[list[InMessage]], StepResult]
 _TIMEOUT = 30.0
 _IDLE_POLL = 0.1
 _COMMIT_INTERVAL = 1.0
+PAUSE_FIRST_SECONDS = 0.5
+"""The wait before the first retry of a batch whose dependency is unavailable; it doubles per retry."""
+PAUSE_MAX_SECONDS = 10.0
+"""The longest wait between two retries of a paused batch."""
 
 
 class DeliveryFailed(KafkaError):
@@ -368,6 +381,23 @@ class LoopHooks:
     """A batch's outputs are all acknowledged (seconds since it was handed to the producer)."""
     on_aborted: Callable[[], None] | None = None
     """An exactly-once batch's transaction was aborted."""
+    on_paused: Callable[[str], None] | None = None
+    """The loop paused because this dependency is unavailable (e.g. ``schema-registry``)."""
+    on_resumed: Callable[[str, float], None] | None = None
+    """A pause on this dependency ended (seconds paused), by a retry that worked, a stop or a rebalance."""
+
+
+@dataclass
+class _Pause:
+    """A batch waiting for a dependency: since when, the next wait, the rebalance count it started under."""
+
+    dependency: str
+    where: str
+    started: float
+    rebalances: int
+    partitions: list[TopicPartition]
+    delay: float = field(default_factory=lambda: PAUSE_FIRST_SECONDS)
+    retries: int = 0
 
 
 class BatchLoop:
@@ -455,9 +485,9 @@ class BatchLoop:
             while not stop.is_set():
                 messages = self._take(consumer)
                 if messages:
-                    result = drop_oversize(self.process(messages), self.limits)
-                    letters = [self._letter(dead) for dead in result.dead]
-                    self.commit.deliver(self, messages, result, letters)
+                    processed = self._process(consumer, messages, stop)
+                    if processed is not None:
+                        self.commit.deliver(self, messages, *processed)
                 self.commit.tick(self)
             self.commit.revoke(self)
         except KafkaException as exc:
@@ -505,6 +535,86 @@ class BatchLoop:
             return []
         return messages
 
+    def _process(self, consumer: Consumer, messages: list[InMessage], stop: threading.Event
+                 ) -> tuple[StepResult, list[DeadLetterMessage]] | None:
+        """The batch's outputs and dead letters; while a dependency is unavailable, pause and run it again.
+
+        None when a stop or a rebalance came during a pause: the batch is left uncommitted (read again).
+        """
+        pause: _Pause | None = None
+        try:
+            while True:
+                try:
+                    result = drop_oversize(self.process(messages), self.limits)
+                    return result, [self._letter(dead) for dead in result.dead]
+                except DependencyUnavailable as exc:
+                    if pause is None:
+                        pause = self._pause(consumer, exc, len(messages))
+                    if not self._wait_out(consumer, pause, messages, stop):
+                        return None
+        finally:
+            if pause is not None:
+                self._resume(consumer, pause)
+
+    def _pause(self, consumer: Consumer, exc: DependencyUnavailable, size: int) -> _Pause:
+        pause = _Pause(exc.dependency, exc.where, time.monotonic(), self._rebalances, consumer.assignment())
+        consumer.pause(pause.partitions)
+        log.warning("%s: %s%s is unavailable; pausing, and retrying the batch of %d events every %.1f-%.0fs "
+                    "(nothing of it is committed or dead-lettered meanwhile): %s", self.role, exc.dependency,
+                    f" at {exc.where}" if exc.where else "", size, PAUSE_FIRST_SECONDS, PAUSE_MAX_SECONDS, exc)
+        if self.hooks.on_paused is not None:
+            self.hooks.on_paused(exc.dependency)
+        return pause
+
+    def _wait_out(self, consumer: Consumer, pause: _Pause, messages: list[InMessage],
+                  stop: threading.Event) -> bool:
+        """Wait before the next retry, polling the paused consumer (group membership, rebalances) meanwhile.
+
+        False when the batch is given up: a stop (it stays uncommitted) or a rebalance (it is read again).
+        """
+        deadline = time.monotonic() + pause.delay
+        pause.delay = min(pause.delay * 2, PAUSE_MAX_SECONDS)
+        pause.retries += 1
+        while True:
+            if stop.is_set():
+                log.info("%s: stopping while paused; the batch of %d events is not committed and is read again",
+                         self.role, len(messages))
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            msg = consumer.poll(min(_IDLE_POLL, left))
+            if msg is not None and self._usable(msg):
+                self._put_back(consumer, msg)
+            if self._rebalances != pause.rebalances:
+                owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+                _rewind(consumer, [m for m in messages if (m.topic, m.partition) in owned])
+                log.info("%s: a rebalance came while paused; the batch is read again", self.role)
+                return False
+            self.commit.tick(self)
+
+    def _put_back(self, consumer: Consumer, msg: Message) -> None:
+        """A message polled during a pause (from a partition assigned meanwhile) is sought back, not lost."""
+        try:
+            consumer.seek(TopicPartition(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
+        except KafkaException as exc:
+            log.info("not putting back %s[%s]@%s (%s); its owner resumes from the last committed offset",
+                     msg.topic(), msg.partition(), msg.offset(), exc)
+
+    def _resume(self, consumer: Consumer, pause: _Pause) -> None:
+        seconds = time.monotonic() - pause.started
+        # librdkafka keeps a partition paused across a revoke and a later re-assignment: resume those too
+        assigned = consumer.assignment()
+        owned = {(tp.topic, tp.partition) for tp in assigned}
+        try:
+            consumer.resume([*assigned, *(tp for tp in pause.partitions if (tp.topic, tp.partition) not in owned)])
+        except KafkaException as exc:
+            log.info("%s: resuming the assignment failed (%s); a rebalance resumes it", self.role, exc)
+        log.warning("%s: %s%s: resuming after a pause of %.1fs (%d retries)", self.role, pause.dependency,
+                    f" at {pause.where}" if pause.where else "", seconds, pause.retries)
+        if self.hooks.on_resumed is not None:
+            self.hooks.on_resumed(pause.dependency, seconds)
+
     def _usable(self, msg: Message) -> bool:
         error = msg.error()
         if error is None:
@@ -532,6 +642,7 @@ class BatchLoop:
             timestamp_ms=m.timestamp_ms or None,
             max_bytes=self.limits(self.deadletters.topic) - record_size(m.key, b""))
         if letter is None:
+            _ = self.deadletters.serde.schema_id  # an unavailable registry raises DependencyUnavailable: wait
             raise KafkaError(f"could not build a dead letter for {m.topic}[{m.partition}]@{m.offset}; "
                              "stopping rather than dropping it")
         return letter

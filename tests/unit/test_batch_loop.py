@@ -12,8 +12,9 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from museflow.config import Settings
 from museflow.deadletter import DeadLetterWriter
+from museflow.errors import DependencyUnavailable
 from museflow.kafka import loop as batch_loop
-from museflow.kafka.loop import BatchLoop, DeliveryFailed
+from museflow.kafka.loop import BatchLoop, DeliveryFailed, LoopHooks
 from museflow.pipeline import DeadLetterRequest, InMessage, OutMessage, StepResult
 
 TOPIC = "in"
@@ -58,11 +59,19 @@ class FakeConsumer:
         self.stop = stop
         self.on_revoke: Callable[..., None] | None = None
         self.closed = False
+        self.paused = False
+        self.paused_polls = 0
+        self.assigned = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+        self.resumed: set[tuple[str, int]] = set()
+        self.seeks: list[tuple[int, int]] = []
 
     def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None) -> None:
         self.on_revoke = on_revoke
 
     def poll(self, timeout: float) -> FakeMessage | None:
+        if self.paused:
+            self.paused_polls += 1
+            return None
         if not self.buffer and self.fetches:
             self.buffer.extend(self.fetches.popleft())
         if not self.buffer:
@@ -81,6 +90,19 @@ class FakeConsumer:
 
     def close(self) -> None:
         self.closed = True
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self.assigned)
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused = True
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused = False
+        self.resumed.update((tp.topic, tp.partition) for tp in partitions)
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.partition, tp.offset))
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         merged: dict[tuple[str, int], int] = {}
@@ -295,15 +317,8 @@ class FakeTxnProducer(FakeProducer):
 
 
 class TxnConsumer(FakeConsumer):
-    def __init__(self, fetches: list[list[FakeMessage]], stop: threading.Event) -> None:
-        super().__init__(fetches, stop)
-        self.seeks: list[tuple[int, int]] = []
-
     def consumer_group_metadata(self) -> object:
         return object()
-
-    def seek(self, tp: Any) -> None:
-        self.seeks.append((tp.partition, tp.offset))
 
     def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
         return [TopicPartition(tp.topic, tp.partition, 3) for tp in partitions]
@@ -381,3 +396,106 @@ def test_a_dead_letter_larger_than_the_dlq_takes_keeps_the_start_of_the_original
     record = letters.serde.decode(message.value)
     assert record["original_value"] == b"y" * len(record["original_value"]) and len(record["original_value"]) > 19_000
     assert "50,000 bytes is cut to its first" in record["detail"] and record["detail"].startswith("too big")
+
+
+# ---- a dependency (the schema registry) unavailable: pause, retry the batch, never dead-letter it ----------------
+
+class Outage:
+    """A step whose batches starting at ``offset`` raise DependencyUnavailable ``failures`` times, then work."""
+
+    def __init__(self, offset: int, failures: int) -> None:
+        self.offset, self.failures = offset, failures
+        self.attempts: list[int] = []
+        self.paused: list[str] = []
+        self.resumed: list[tuple[str, float]] = []
+
+    def __call__(self, messages: list[InMessage]) -> StepResult:
+        self.attempts.append(messages[0].offset)
+        if messages[0].offset == self.offset and self.failures:
+            self.failures -= 1
+            raise DependencyUnavailable("registry answered 503", dependency="schema-registry", where="http://r")
+        return forward(messages)
+
+    def hooks(self, on_paused: Callable[[str], None] | None = None) -> LoopHooks:
+        def paused(dependency: str) -> None:
+            self.paused.append(dependency)
+            if on_paused is not None:
+                on_paused(dependency)
+
+        return LoopHooks(on_paused=paused, on_resumed=lambda d, s: self.resumed.append((d, s)))
+
+
+@pytest.fixture
+def quick_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch_loop, "PAUSE_FIRST_SECONDS", 0.001)
+    monkeypatch.setattr(batch_loop, "PAUSE_MAX_SECONDS", 0.004)
+
+
+def outage_loop(monkeypatch: pytest.MonkeyPatch, guarantee: str, fetches: list[list[FakeMessage]], step: Outage,
+                hooks: LoopHooks) -> tuple[BatchLoop, TxnConsumer, FakeTxnProducer, threading.Event]:
+    stop = threading.Event()
+    consumer = TxnConsumer(fetches, stop)
+    producer = FakeTxnProducer(None)
+    monkeypatch.setattr(batch_loop, "make_consumer", lambda *a, **kw: consumer)
+    monkeypatch.setattr(batch_loop, "make_producer", lambda *a, **kw: producer)
+    loop = BatchLoop(Settings(processing_guarantee=guarantee), "test", [TOPIC], step, DeadLetterWriter("dlq"),
+                     group_id="g", hooks=hooks)
+    return loop, consumer, producer, stop
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_an_unavailable_dependency_pauses_the_loop_and_the_batch_is_delivered_once_when_it_is_back(
+        monkeypatch: pytest.MonkeyPatch, quick_pauses: None, guarantee: str) -> None:
+    step = Outage(offset=4, failures=2)
+    fetches = [msgs(0, 0, 4), msgs(0, 4, 4, lambda i: b"bad" if i == 5 else b"v%d" % i), msgs(0, 8, 4)]
+    loop, consumer, producer, stop = outage_loop(monkeypatch, guarantee, fetches, step, step.hooks())
+    loop.run(stop)
+    assert step.attempts == [0, 4, 4, 4, 8]  # the same batch, run again until the dependency answered
+    assert [v for v in producer.delivered if v.startswith(b"v")] == [b"v%d" % i for i in range(12) if i != 5]
+    assert len(producer.delivered) == 12  # 11 outputs and the one real dead letter, each once
+    assert loop.deadletters.counts == {("invalid_event", "_other"): 1}  # the bad event only, counted once
+    assert step.paused == ["schema-registry"] and [d for d, _ in step.resumed] == ["schema-registry"]
+    assert step.resumed[0][1] >= 0 and consumer.paused_polls > 0 and not consumer.paused
+    if guarantee == "at_least_once":
+        assert consumer.committed_offsets() == {(TOPIC, 0): 12}
+    else:  # one transaction per batch; the failed attempts never began one
+        assert producer.calls == ["init"] + ["begin", "offsets", "commit"] * 3
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_stop_during_a_pause_returns_with_the_paused_batch_uncommitted(
+        monkeypatch: pytest.MonkeyPatch, quick_pauses: None, guarantee: str) -> None:
+    step = Outage(offset=4, failures=10**6)
+    stopped: list[threading.Event] = []
+    loop, consumer, producer, stop = outage_loop(
+        monkeypatch, guarantee, [msgs(0, 0, 4), msgs(0, 4, 4), msgs(0, 8, 4)], step,
+        step.hooks(on_paused=lambda d: stopped[0].set()))
+    stopped.append(stop)
+    loop.run(stop)  # returns: a graceful stop is not a failure
+    assert step.attempts == [0, 4] and step.resumed and consumer.closed
+    assert producer.delivered == [b"v0", b"v1", b"v2", b"v3"]
+    if guarantee == "at_least_once":
+        assert consumer.committed_offsets() == {(TOPIC, 0): 4}
+    else:
+        assert producer.calls == ["init", "begin", "offsets", "commit"]
+
+
+def test_a_rebalance_during_a_pause_drops_the_batch_and_reads_it_again(
+        monkeypatch: pytest.MonkeyPatch, quick_pauses: None) -> None:
+    step = Outage(offset=4, failures=10**6)
+    holder: list[TxnConsumer] = []
+
+    def revoke(dependency: str) -> None:
+        consumer = holder[0]
+        assert consumer.on_revoke is not None
+        consumer.on_revoke(consumer, [])
+        consumer.assigned = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 2)]  # partition 1 went elsewhere
+
+    loop, consumer, _, stop = outage_loop(
+        monkeypatch, "at_least_once", [msgs(0, 0, 4), msgs(0, 4, 4)], step, step.hooks(on_paused=revoke))
+    holder.append(consumer)
+    loop.run(stop)
+    assert consumer.seeks == [(0, 4)]  # back to the paused batch's first offset, for the owner to read again
+    assert consumer.committed_offsets() == {(TOPIC, 0): 4} and not consumer.paused
+    # librdkafka keeps a revoked partition paused if it comes back later: every paused one is resumed
+    assert consumer.resumed == {(TOPIC, 0), (TOPIC, 1), (TOPIC, 2)}

@@ -262,3 +262,40 @@ def test_a_blended_maps_effective_samples_are_exported_per_threshold(tmp_path: P
         "model": "fraud-cnp", "tenant": "initech-fin", "threshold": t}) for t in ("0.95", "0.99")}
     assert got == {"0.95": 5210.0, "0.99": 880.5}
     assert state.maps.get("fraud-cnp", "1", "initech-fin").effective_samples(0.99) == 880.5  # type: ignore[union-attr]
+
+
+def test_a_control_record_waits_for_the_registry_instead_of_becoming_undecodable(tmp_path: Path) -> None:
+    """A route read while the schema registry is down is not a bad record: the follower waits and applies it."""
+    import threading
+
+    from museflow.errors import DependencyUnavailable
+    from museflow.kafka.control import ControlFollower, apply_control
+
+    settings = Settings(topic_prefix="u.", metrics_enabled=False)
+    route = Route("acme-bank", CNP, V1, version=1).to_record()
+    down = {"calls": 0}
+
+    def decode(topic: str, value: bytes) -> dict[str, Any]:
+        down["calls"] += 1
+        if down["calls"] <= 2:
+            raise DependencyUnavailable("registry answered 503", dependency="schema-registry")
+        return route
+
+    state = PipelineState(model_dir=tmp_path, metrics=PipelineMetrics())
+    with pytest.raises(DependencyUnavailable):
+        apply_control(state, decode, "route", settings.topics.routes, b"k", b"v", "routes[0]@0")
+    assert state.routes.get("acme-bank", CNP) is None and not state.rejected  # nothing recorded as bad
+
+    follower = ControlFollower(settings, state, decode)
+    follower._apply(settings.topics.routes, 0, 0, b"k", b"v")
+    assert down["calls"] == 3 and follower.applied == 1
+    served = state.routes.get("acme-bank", CNP)
+    assert served is not None and served.champion == V1
+
+    stopping = ControlFollower(settings, PipelineState(model_dir=tmp_path, metrics=PipelineMetrics()), decode)
+    down["calls"] = -10**6  # down for good
+    stopping._stop.set()
+    done = threading.Thread(target=stopping._apply, args=(settings.topics.routes, 0, 1, b"k", b"v"))
+    done.start()
+    done.join(5)
+    assert not done.is_alive() and stopping.applied == 0  # a stop ends the wait
