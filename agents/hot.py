@@ -33,6 +33,7 @@ from museflow.kafka.loop import BatchLoop, LoopHooks
 from museflow.kafka.offsets import plan_start, seed_offsets
 from museflow.monitoring import ScoreMonitor
 from museflow.pipeline import FusedStep, InMessage, RouterStep, ScorerStep, StepResult
+from museflow.topics import ingest_pattern
 from museflow.validation import validate_event
 
 __all__ = ["HOT_ROLES", "HotLoops", "build_loops", "hot_group"]
@@ -127,8 +128,16 @@ def _loop(ctx: WorkerContext, role: str, subscription: list[str], group: str,
         ctx.wait_control_blocking()
         _start_group(ctx, role, subscription, group)
 
+    def paused(dependency: str) -> None:
+        metrics.child(metrics.dependency_paused, role, dependency).set(1)
+
+    def resumed(dependency: str, seconds: float) -> None:
+        metrics.child(metrics.dependency_paused, role, dependency).set(0)
+        metrics.child(metrics.dependency_pause_seconds, role, dependency).inc(seconds)
+
     hooks = LoopHooks(before_start=before_start, output_topics=output_topics, on_assigned=assigned,
-                      on_delivered=send_seconds.observe, on_aborted=aborted.inc)
+                      on_delivered=send_seconds.observe, on_aborted=aborted.inc, on_paused=paused,
+                      on_resumed=resumed)
     return BatchLoop(ctx.settings, role, subscription, process, ctx.deadletters, group_id=group, hooks=hooks)
 
 
@@ -167,7 +176,9 @@ def build_loops(ctx: WorkerContext) -> list[BatchLoop]:
             route: Step = fused.run
         else:
             route = router.run
-        loops.append(_loop(ctx, "router", [settings.topics.events], hot_group(settings, "router"), route))
+        # the shared events topic (platform producers) and every tenant's ingest topic, by pattern
+        router_subscription = [settings.topics.events, ingest_pattern(settings.topics)]
+        loops.append(_loop(ctx, "router", router_subscription, hot_group(settings, "router"), route))
     if scorer is not None:
         wait = _wait_for_models(ctx, scorer)
 

@@ -22,7 +22,7 @@ from museflow.errors import ConfigError
 from museflow.http_server import start_http_server
 from museflow.kafka.admin import ensure_topics
 from museflow.routing import ModelRef, Route
-from museflow.topics import core_topics, model_topic, tenant_topic
+from museflow.topics import core_topics, ingest_topic, model_topic, tenant_topic
 
 __all__ = ["build_worker", "group_id", "parse_roles", "run"]
 
@@ -48,7 +48,8 @@ def _ensure_topics_for(settings: Settings) -> Any:
     """A state listener creating tenant and model topics as routes and deployments appear."""
     def listener(kind: str, value: Any) -> None:
         if kind == "route" and isinstance(value, Route) and not value.deleted:
-            specs = [tenant_topic(settings, value.tenant), *(model_topic(settings, m.name) for m in value.models())]
+            specs = [tenant_topic(settings, value.tenant), ingest_topic(settings, value.tenant),
+                     *(model_topic(settings, m.name) for m in value.models())]
             ensure_topics(settings, specs)
         elif kind == "deployment" and isinstance(value, ModelRef):
             ensure_topics(settings, [model_topic(settings, value.name)])

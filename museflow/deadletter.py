@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEAD_LETTERS_TOTAL",
     "DEAD_LETTER_FAILURES",
+    "NEVER_REPLAYED",
     "REPLAYABLE_STAGES",
     "STAGES",
     "DeadLetterMessage",
@@ -71,6 +72,8 @@ class DeadLetterReason(StrEnum):
     INVALID_AMOUNT = ("invalid_amount", "The amount is NaN, infinite, negative or implausibly large.")
     CLOCK_SKEW = ("clock_skew", "event_time is further in the future than the allowed clock skew.")
     UNKNOWN_TENANT = ("unknown_tenant", "A well-formed tenant id that is not onboarded (no route at all).")
+    TENANT_MISMATCH = ("tenant_mismatch", "An event on tenant T's ingest topic (museflow.events.T) names another "
+                       "tenant: never routed (only T may write that topic; the tenant field is not trusted).")
     UNKNOWN_INTENT = ("unknown_intent", "The tenant exists but has no route for this intent.")
     NO_ROUTE = ("no_route", "No route resolves for the event (e.g. the route was deleted).")
     MODEL_UNAVAILABLE = ("model_unavailable", "The routed model version is not loaded or failed to load.")
@@ -101,6 +104,10 @@ class Rejection:
     tenant: str | None = None
 
 
+NEVER_REPLAYED = frozenset({DeadLetterReason.TENANT_MISMATCH.value})
+"""Reasons ``museflow dlq replay`` refuses: replaying them would undo the check that made them."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReplaySelection:
     """Dead letters of ``reasons`` that failed in ``[since_ms, until_ms)``, from a replayable stage."""
@@ -108,6 +115,12 @@ class ReplaySelection:
     reasons: frozenset[str]
     since_ms: int
     until_ms: int
+
+    def __post_init__(self) -> None:
+        refused = sorted(self.reasons & NEVER_REPLAYED)
+        if refused:
+            raise ValueError(f"dead letters of {', '.join(refused)} are never replayed: the shared events topic "
+                             "would trust the tenant field that the ingest topic proved false")
 
     def skip(self, letter: dict[str, Any]) -> str | None:
         """None when ``letter`` (a decoded DeadLetter) is to be replayed, else why not (a count label)."""

@@ -8,6 +8,10 @@ an incoming event's headers: ``mf-*`` headers a producer put on ``museflow.event
 and every forward carries only the router's own stamp. The scorer checks the stamp it reads and
 dead-letters a record whose stamp is malformed (``invalid_headers``) instead of guessing.
 
+An event read from tenant T's ingest topic (``museflow.events.T``, which only T may write) must
+name T: the topic is the authenticated fact, so any other ``tenant`` is a ``tenant_mismatch``
+dead letter, never routed. Events on the shared events topic (platform producers) are trusted.
+
 An event's clock-skew check is judged against the broker's clock when the record carries its
 append time (the events topic is created with ``message.timestamp.type=LogAppendTime``), and
 otherwise against the later of the worker's clock and the record's create time, so a worker
@@ -33,6 +37,7 @@ from museflow.routing import ModelRef
 from museflow.scoring import LoadedModel
 from museflow.serde import Serdes
 from museflow.state import PipelineState
+from museflow.topics import ingest_tenant
 
 __all__ = [
     "H_INGEST",
@@ -141,12 +146,19 @@ class RouterStep:
         self.validate = validate
         self.clock = clock
         self._model_topics: dict[str, str] = {}
+        self._owners: dict[str, str | None] = {}
 
     def _model_topic(self, model: str) -> str:
         topic = self._model_topics.get(model)
         if topic is None:
             topic = self._model_topics[model] = self.topics.model(model)
         return topic
+
+    def _owner(self, topic: str) -> str | None:
+        """The tenant whose ingest topic ``topic`` is (None: the shared events topic)."""
+        if topic not in self._owners:
+            self._owners[topic] = ingest_tenant(self.topics, topic)
+        return self._owners[topic]
 
     def run(self, messages: Sequence[InMessage], decoded: Sequence[Mapping[str, Any] | Exception],
             now_ms: int | None = None, *, in_place: Callable[[str], bool] | None = None) -> StepResult:
@@ -165,7 +177,15 @@ class RouterStep:
                 arrived["_invalid", "_invalid"] += 1
                 continue
             tenant, intent = str(event.get("tenant")), str(event.get("intent"))
-            arrived[metrics.tenant_label(tenant), metrics.intent_label(intent)] += 1
+            owner = self._owner(message.topic)
+            arrived[metrics.tenant_label(owner or tenant), metrics.intent_label(intent)] += 1
+            if owner is not None and tenant != owner:
+                result.dead.append(DeadLetterRequest(
+                    message, "tenant_mismatch",
+                    f"{message.topic}[{message.partition}]@{message.offset} is tenant {owner!r}'s ingest topic but "
+                    f"the event names tenant {tenant[:80]!r}; only {owner!r} may write it, so the event is not "
+                    "routed (publish each tenant's events to its own ingest topic)", owner))
+                continue
             try:
                 self.validate(event, now_ms=_reference_ms(message, now))
             except (ValidationError, SerializationError) as exc:

@@ -8,13 +8,17 @@ Pure data: :mod:`museflow.kafka.admin` creates them. Nothing relies on auto-crea
   broker's clock (``LogAppendTime``), the reference of the router's clock-skew check; the
   dead-letter topic takes :data:`DEAD_LETTER_MAX_BYTES`, so the dead letter of any event that fit
   the events topic (its original bytes plus why) fits too.
+- A tenant that publishes its own events writes them to its ingest topic ``museflow.events.<tenant>``
+  (same configs as the events topic), where an ACL lets only that tenant write: the topic names the
+  tenant, so the router trusts the topic, not the record's ``tenant`` field. Tenant names hold no
+  ``.``, so ``museflow.events`` itself and other topics never read as an ingest topic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from museflow.config import Settings
+from museflow.config import Settings, TopicNames
 
 __all__ = [
     "COMPACTED",
@@ -24,6 +28,10 @@ __all__ = [
     "configured_max_bytes",
     "control_topics",
     "core_topics",
+    "ingest_pattern",
+    "ingest_tenant",
+    "ingest_topic",
+    "ingest_topic_name",
     "model_topic",
     "tenant_topic",
     "verdicts_topic",
@@ -69,8 +77,7 @@ def core_topics(settings: Settings) -> list[TopicSpec]:
     t, n, rf = settings.topics, settings.partitions, settings.replication_factor
     retained = {"retention.ms": _WEEK_MS}
     return [
-        TopicSpec(t.events, n, {**retained, "max.message.bytes": str(EVENT_MAX_BYTES),
-                                "message.timestamp.type": "LogAppendTime"}, rf),
+        TopicSpec(t.events, n, _event_config(), rf),
         TopicSpec(t.dlq, n, {"retention.ms": str(30 * 24 * 3600 * 1000),
                              "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}, rf),
         TopicSpec(t.score_log, n, dict(retained), rf),
@@ -98,8 +105,40 @@ def tenant_topic(settings: Settings, tenant: str) -> TopicSpec:
                      settings.replication_factor)
 
 
+def _event_config() -> dict[str, str]:
+    return {"retention.ms": _WEEK_MS, "max.message.bytes": str(EVENT_MAX_BYTES),
+            "message.timestamp.type": "LogAppendTime"}
+
+
+def ingest_topic_name(names: TopicNames, tenant: str) -> str:
+    """A tenant's own ingest topic: ``museflow.events.<tenant>`` (only that tenant may write it)."""
+    return f"{names.events}.{tenant}"
+
+
+def ingest_pattern(names: TopicNames) -> str:
+    """The librdkafka regex of every tenant's ingest topic, anchored on the deployment's prefix.
+
+    Kafka topic names hold only ``[a-zA-Z0-9._-]``, so escaping ``.`` escapes the prefix.
+    """
+    return "^" + ingest_topic_name(names, "").replace(".", "\\.") + "[a-z0-9][a-z0-9-]*$"
+
+
+def ingest_tenant(names: TopicNames, topic: str) -> str | None:
+    """The tenant whose ingest topic ``topic`` is, or None (the shared events topic, or any other)."""
+    prefix = ingest_topic_name(names, "")
+    return topic[len(prefix):] if topic.startswith(prefix) and len(topic) > len(prefix) else None
+
+
+def ingest_topic(settings: Settings, tenant: str) -> TopicSpec:
+    """A tenant's ingest topic, configured as the events topic (size limit, broker append time)."""
+    return TopicSpec(ingest_topic_name(settings.topics, tenant), settings.partitions, _event_config(),
+                     settings.replication_factor)
+
+
 def configured_max_bytes(settings: Settings, topic: str) -> int:
     """The ``max.message.bytes`` museflow creates ``topic`` with (Kafka's default where it sets none)."""
+    if ingest_tenant(settings.topics, topic) is not None:
+        return EVENT_MAX_BYTES
     for spec in core_topics(settings):
         if spec.name == topic:
             return int(spec.config.get("max.message.bytes", _KAFKA_DEFAULT_MAX_BYTES))

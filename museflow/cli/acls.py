@@ -12,8 +12,11 @@ __all__ = ["acls_command"]
 
 @click.command("acls")
 @click.option("--tenant", "tenants", multiple=True,
-              help="A tenant to grant reading its own scored topic (repeatable); principal User:TENANT.")
-@click.option("--tenant-publishes", is_flag=True, help="Tenants also write their own events to the events topic.")
+              help="A tenant to grant reading its own scored topic with consumer groups TENANT.* (repeatable); "
+                   "principal User:TENANT.")
+@click.option("--tenant-publishes", is_flag=True,
+              help="Tenants also write their own events, each to its own ingest topic museflow.events.TENANT "
+                   "only (created with --apply); the router dead-letters an event there naming another tenant.")
 @click.option("--platform", "platform_principal", default=None,
               help="The principal museflow's workers and CLI run as, e.g. User:museflow.")
 @click.option("--no-create", is_flag=True, help="The platform principal does not create topics (provisioned by ops).")
@@ -22,8 +25,9 @@ __all__ = ["acls_command"]
 @click.option("--bootstrap-servers", default=None, help="Kafka bootstrap (default: MUSEFLOW_BOOTSTRAP_SERVERS).")
 def acls_command(tenants: tuple[str, ...], tenant_publishes: bool, platform_principal: str | None,
                  no_create: bool, apply_now: bool, bootstrap_servers: str | None) -> None:
-    """Print the `kafka-acls` commands that let each tenant read its own scored topic and nothing else,
-    and that let the platform principal run museflow (topics under MUSEFLOW_TOPIC_PREFIX, groups under
+    """Print the `kafka-acls` commands that let each tenant read its own scored topic and nothing else
+    (consumer groups TENANT.*; tenant names hold no '.', so no tenant's groups cover another's or the
+    platform's), and that let the platform principal run museflow (topics under MUSEFLOW_TOPIC_PREFIX, groups under
     MUSEFLOW_APP_ID, transactional ids in exactly-once mode). The broker needs an authorizer
     (KRaft: authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer).
     """
@@ -36,6 +40,11 @@ def acls_command(tenants: tuple[str, ...], tenant_publishes: bool, platform_prin
     for tenant in tenants:
         rules += tenant_rules(settings, tenant, publishes=tenant_publishes)
     if apply_now:
+        if tenant_publishes:
+            from museflow.kafka.admin import ensure_topics
+            from museflow.topics import ingest_topic
+
+            ensure_topics(settings, [ingest_topic(settings, tenant) for tenant in tenants])
         created = apply_rules(settings, rules)
         click.echo(f"created {created} ACL bindings on {settings.bootstrap_servers}")
         return

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
-from museflow.deadletter import REPLAYABLE_STAGES, DeadLetterReason, ReplaySelection
+from museflow.deadletter import NEVER_REPLAYED, REPLAYABLE_STAGES, DeadLetterReason, ReplaySelection
 
 __all__ = ["dlq_group", "parse_moment"]
 
@@ -45,8 +45,8 @@ def dlq_group() -> None:
 @dlq_group.command("replay")
 @kafka_options
 @click.option("--reason", "reasons", multiple=True, required=True,
-              type=click.Choice([r.value for r in DeadLetterReason]),
-              help="Replay dead letters of this reason (repeatable).")
+              type=click.Choice([r.value for r in DeadLetterReason if r.value not in NEVER_REPLAYED]),
+              help="Replay dead letters of this reason (repeatable; tenant_mismatch never is).")
 @click.option("--since", required=True, metavar="ISO|DURATION",
               help="Dead letters that failed at or after this time (e.g. 2026-12-01T10:00:00Z, or 2h for two "
                    "hours ago).")

@@ -132,7 +132,7 @@ def _topic_for(settings: Settings, topic: str | None, tenant: str | None, dlq: b
 @click.option("--topic-prefix", default=None, help="Topic prefix (default: MUSEFLOW_TOPIC_PREFIX).")
 @click.option("--group", "group_id", default=None,
               help="Consumer group id to read with (nothing is committed; default <app id>-reader-N). "
-                   "A tenant under ACLs uses one named after it, e.g. acme-bank-tail.")
+                   "A tenant under ACLs uses one named after it, e.g. acme-bank.tail.")
 def tail_command(topic: str | None, tenant: str | None, dlq: bool, score_log: bool, labels: bool,
                  schema_name: str | None, as_json: bool, follow: bool, limit: int | None, timeout: float,
                  bootstrap_servers: str | None, topic_prefix: str | None, group_id: str | None) -> None:

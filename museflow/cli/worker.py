@@ -42,17 +42,20 @@ def topics_group() -> None:
 
 @topics_group.command("create")
 @kafka_options
-@click.option("--tenant", "tenants", multiple=True, help="Also create this tenant's scored topic (repeatable).")
+@click.option("--tenant", "tenants", multiple=True,
+              help="Also create this tenant's scored and ingest topics (repeatable).")
 @click.option("--model", "models", multiple=True, help="Also create this model's topic (repeatable).")
 def topics_create(bootstrap_servers: str | None, topic_prefix: str | None, tenants: tuple[str, ...],
                   models: tuple[str, ...]) -> None:
     """Create every topic with explicit partitions and configs (idempotent)."""
     from museflow.kafka.admin import ensure_topics
     from museflow.routing import validate_name
-    from museflow.topics import core_topics, model_topic, tenant_topic
+    from museflow.topics import core_topics, ingest_topic, model_topic, tenant_topic
 
     settings = settings_from(bootstrap_servers, topic_prefix)
-    specs = [*core_topics(settings), *(tenant_topic(settings, validate_name("tenant", t)) for t in tenants),
+    named = [validate_name("tenant", t) for t in tenants]
+    specs = [*core_topics(settings), *(tenant_topic(settings, t) for t in named),
+             *(ingest_topic(settings, t) for t in named),
              *(model_topic(settings, validate_name("model", m)) for m in models)]
     created = ensure_topics(settings, specs)
     for spec in specs:

@@ -86,13 +86,13 @@ def _send_route(settings: Settings, txn: ControlTransaction, route: Route) -> Ro
     """Write ``route``, which must be the next version of its key (ensures its topics first)."""
     from museflow.kafka.admin import ensure_topics
     from museflow.kafka.schema_registry import serdes_from_settings
-    from museflow.topics import model_topic, tenant_topic
+    from museflow.topics import ingest_topic, model_topic, tenant_topic
 
     latest = _state(txn).routes.latest_version(route.tenant, route.intent)
     if route.version != latest + 1:
         raise ConflictError(f"route {route.key} v{route.version} is not the next version (the topic holds "
                             f"v{latest}); another writer got there first — re-read and retry")
-    ensure_topics(settings, [tenant_topic(settings, route.tenant),
+    ensure_topics(settings, [tenant_topic(settings, route.tenant), ingest_topic(settings, route.tenant),
                              *(model_topic(settings, m.name) for m in route.models())])
     record = route.to_record()
     txn.send("route", record, serdes_from_settings(settings)["Route"].encode(record))

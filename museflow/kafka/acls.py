@@ -1,7 +1,13 @@
 """The Kafka ACLs a tenant and the platform need, as data: printed as ``kafka-acls`` commands or applied.
 
 A tenant reads its own scored topic and nothing else (other tenants' topics, the events topic,
-the score log and the dead-letter topic all hold other tenants' data). The platform principal
+the score log and the dead-letter topic all hold other tenants' data). A tenant that publishes
+writes only its own ingest topic ``museflow.events.<tenant>``, never the shared events topic: the
+router takes the tenant from the topic and dead-letters (``tenant_mismatch``) an event there that
+names another. A tenant's consumer groups are ``<tenant>.<anything>``: tenant names hold no ``.``
+(:data:`~museflow.routing.NAME_PATTERN`), so no tenant's group prefix covers another's
+(``acme.`` does not cover ``acme-bank.``), and a tenant whose prefix overlaps the platform's (its
+app id) is refused. The platform principal
 reads and writes museflow's topics, uses the consumer groups of its app id and, in exactly-once
 mode, its transactional ids. ``museflow acls`` prints or applies these rules, and
 ``tests/integration/test_acls.py`` proves them on a broker with KRaft's ``StandardAuthorizer``.
@@ -15,8 +21,13 @@ from dataclasses import dataclass
 from museflow.config import Settings
 from museflow.errors import ConfigError, KafkaError
 from museflow.routing import validate_name
+from museflow.topics import ingest_topic_name
 
-__all__ = ["AclRule", "apply_rules", "kafka_acls_commands", "platform_rules", "tenant_rules"]
+__all__ = ["GROUP_SEPARATOR", "AclRule", "apply_rules", "kafka_acls_commands", "platform_rules",
+           "tenant_group_prefix", "tenant_rules"]
+
+GROUP_SEPARATOR = "."
+"""Ends a tenant's consumer-group prefix; tenant names cannot contain it, so prefixes never nest."""
 
 _RESOURCE_FLAGS = {"topic": "--topic", "group": "--group", "transactional-id": "--transactional-id"}
 
@@ -36,25 +47,33 @@ class AclRule:
             raise ValueError(f"unknown ACL resource type {self.resource!r}; one of {sorted(_RESOURCE_FLAGS)}")
 
 
+def tenant_group_prefix(settings: Settings, tenant: str) -> str:
+    """``<tenant>.``: the prefix of the tenant's consumer groups, refused if it overlaps the platform's."""
+    validate_name("tenant", tenant)
+    prefix = f"{tenant}{GROUP_SEPARATOR}"
+    platform = settings.app_id
+    if prefix.startswith(platform) or platform.startswith(prefix):
+        raise ConfigError(f"tenant {tenant!r}: its consumer groups ({prefix}*) and the platform's ({platform}*, "
+                          "the app id) overlap, letting one join or reset the other's groups; rename the tenant "
+                          "or run museflow under another MUSEFLOW_APP_ID")
+    return prefix
+
+
 def tenant_rules(settings: Settings, tenant: str, *, principal: str | None = None,
                  publishes: bool = False) -> list[AclRule]:
-    """Read (and Describe) the tenant's scored topic with consumer groups named ``<tenant>-...``.
+    """Read (and Describe) the tenant's scored topic with consumer groups named ``<tenant>.<anything>``.
 
-    ``publishes``: the tenant also writes its own events to the events topic (otherwise the
-    platform's ingest principal does). Write does not let it read anyone's events.
+    ``publishes``: the tenant also writes its own events, to its own ingest topic only (otherwise
+    the platform's ingest principal writes the shared events topic). Write lets it read nothing.
     """
-    validate_name("tenant", tenant)
-    if f"{settings.app_id}-".startswith(f"{tenant}-"):
-        raise ConfigError(f"tenant {tenant!r}: its consumer groups ({tenant}-*) would include the platform's "
-                          f"({settings.app_id}-*), letting it join or reset them; rename the tenant or "
-                          "run museflow under another MUSEFLOW_APP_ID")
+    group_prefix = tenant_group_prefix(settings, tenant)
     who = principal or f"User:{tenant}"
     rules = [
         AclRule(who, "topic", settings.topics.scores(tenant), ("Read", "Describe")),
-        AclRule(who, "group", f"{tenant}-", ("Read",), prefixed=True),
+        AclRule(who, "group", group_prefix, ("Read",), prefixed=True),
     ]
     if publishes:
-        rules.append(AclRule(who, "topic", settings.topics.events, ("Write",)))
+        rules.append(AclRule(who, "topic", ingest_topic_name(settings.topics, tenant), ("Write",)))
     return rules
 
 

@@ -58,3 +58,15 @@ def test_since_and_until_take_iso_times_or_durations_ago(text: str, expected: in
 def test_a_moment_without_a_zone_or_unit_is_refused_with_the_option_named(text: str) -> None:
     with pytest.raises(click.BadParameter, match="ISO-8601"):
         parse_moment(text, "--until", NOW)
+
+
+def test_tenant_mismatch_is_never_replayed() -> None:
+    """Replaying a forged event to the shared topic would route it by the tenant field the ingest topic disproved."""
+    with pytest.raises(ValueError, match="tenant_mismatch are never replayed"):
+        ReplaySelection(frozenset({"tenant_mismatch", "no_route"}), NOW - 1, NOW)
+    from click.testing import CliRunner
+
+    from museflow.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["dlq", "replay", "--reason", "tenant_mismatch", "--since", "1h"])
+    assert result.exit_code == 2 and "tenant_mismatch" in result.output
