@@ -28,6 +28,8 @@ __all__ = ["StartPlan", "parse_start", "plan_start", "seed_offsets"]
 log = logging.getLogger(__name__)
 
 _TIMEOUT = 30.0
+_LIST_PATIENCE = 180.0
+"""How long a starting worker keeps asking for the consumer groups before it gives up."""
 _ORIGINS = ("earliest", "latest")
 
 
@@ -135,12 +137,24 @@ def _committed(admin: AdminClient, group: str, partitions: list[tuple[str, int]]
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
-def _groups(admin: AdminClient) -> list[str]:
-    try:
-        listing = admin.list_consumer_groups().result(_TIMEOUT)
-    except KafkaException as exc:
-        raise KafkaError(f"cannot list consumer groups: {exc}") from exc
-    return [g.group_id for g in listing.valid]
+def _groups(admin: AdminClient, patience: float = _LIST_PATIENCE, pause: float = 2.0) -> list[str]:
+    """Every consumer group, asked again while a broker does not answer (a broker being restarted, the
+    controller moving): a partial listing could miss the group this one replaces, and a worker that
+    gave up would exit and be restarted into the same outage."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            listing = admin.list_consumer_groups(request_timeout=_TIMEOUT).result(_TIMEOUT + 5)
+            if not listing.errors:
+                return [g.group_id for g in listing.valid]
+            problem = "; ".join(str(e) for e in listing.errors)
+        except (KafkaException, TimeoutError) as exc:
+            problem = str(exc) or type(exc).__name__
+        if time.monotonic() + pause > deadline:
+            raise KafkaError(f"cannot list consumer groups (needed to find the group this one replaces) within "
+                             f"{patience:.0f}s: {problem}")
+        log.warning("listing consumer groups failed (%s); asking again", problem)
+        time.sleep(pause)
 
 
 def _positions(consumer: Consumer, partitions: list[tuple[str, int]], where: str | int) -> dict[tuple[str, int], int]:
