@@ -77,6 +77,7 @@ def rules(t: Thresholds | None = None) -> list[AlertRule]:
     em_base = 'avg by (tenant) (museflow_estimated_base_rate{method="baseline"})'
     shift_low = f"{1 / t.prior_shift_ratio:.3g}"
     breached = "max by (tenant, intent) (museflow_alert_rate_contract_breached)"
+    paused = "max by (instance, role, dependency) (museflow_dependency_paused)"
     return [
         AlertRule(
             "MuseflowConsumerLagGrowing", f"({lag} > {t.lag_messages}) and ({lag_delta} > 0)", (lag, lag_delta),
@@ -153,6 +154,12 @@ def rules(t: Thresholds | None = None) -> list[AlertRule]:
             "band for the route version in force: the tenant's alert volume is not what its thresholds promise. "
             "See the breach record on museflow.verdicts; routes with auto_rollback have been rolled back, others "
             "need `museflow routes rollback`."),
+        AlertRule(
+            "MuseflowDependencyUnavailable", f"{paused} > 0", (paused,), "2m", "critical",
+            "Role {{ $labels.role }} on {{ $labels.instance }} waits for {{ $labels.dependency }}",
+            "The hot loop has been paused for 2 minutes because a dependency (e.g. the schema registry) answers "
+            "5xx or not at all: events wait in Kafka (nothing is lost or dead-lettered for it) and lag grows; "
+            "restore the dependency, processing resumes by itself."),
     ]
 
 
