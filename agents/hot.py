@@ -31,6 +31,7 @@ from museflow.contract import AlertRateWatch
 from museflow.control.plane import settings_contract
 from museflow.kafka.loop import BatchLoop, LoopHooks
 from museflow.kafka.offsets import plan_start, seed_offsets
+from museflow.kafka.schema_registry import DEPENDENCY
 from museflow.monitoring import ScoreMonitor
 from museflow.pipeline import FusedStep, InMessage, RouterStep, ScorerStep, StepResult
 from museflow.topics import ingest_pattern
@@ -127,6 +128,10 @@ def _loop(ctx: WorkerContext, role: str, subscription: list[str], group: str,
     def before_start() -> None:
         ctx.wait_control_blocking()
         _start_group(ctx, role, subscription, group)
+
+    # Exported at 0 from the start, so "not paused" is a reading and not an absent series.
+    metrics.child(metrics.dependency_paused, role, DEPENDENCY).set(0)
+    metrics.child(metrics.dependency_pause_seconds, role, DEPENDENCY).inc(0)
 
     def paused(dependency: str) -> None:
         metrics.child(metrics.dependency_paused, role, dependency).set(1)
