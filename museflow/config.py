@@ -251,12 +251,7 @@ class Settings:
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username
             conf["sasl.password"] = self.sasl_password
-        if self.ssl_cafile:
-            conf["ssl.ca.location"] = self.ssl_cafile
-        if self.ssl_certfile:
-            conf["ssl.certificate.location"] = self.ssl_certfile
-        if self.ssl_keyfile:
-            conf["ssl.key.location"] = self.ssl_keyfile
+        conf.update(self._tls_files())
         # librdkafka logs through Python logging (never raw lines on the terminal), at the worker's level.
         conf["logger"] = logging.getLogger("museflow.librdkafka")
         conf["log_level"] = _SYSLOG_LEVELS.get(self.log_level.lower(), 4)
@@ -295,13 +290,15 @@ class Settings:
                 f"{self.schema_registry_username}:{self.schema_registry_password or ''}"
             )
         if any(url.strip().lower().startswith("https://") for url in self.schema_registry_url.split(",")):
-            if self.ssl_cafile:
-                conf["ssl.ca.location"] = self.ssl_cafile
-            if self.ssl_certfile:
-                conf["ssl.certificate.location"] = self.ssl_certfile
-                if self.ssl_keyfile:
-                    conf["ssl.key.location"] = self.ssl_keyfile
+            conf.update(self._tls_files())
         return conf
+
+    def _tls_files(self) -> dict[str, str]:
+        """The CA, certificate and key files under the ``ssl.*`` keys librdkafka and the registry client share
+        (a key without its certificate is refused in ``__post_init__``)."""
+        files = {"ssl.ca.location": self.ssl_cafile, "ssl.certificate.location": self.ssl_certfile,
+                 "ssl.key.location": self.ssl_keyfile}
+        return {key: path for key, path in files.items() if path}
 
 
 def _coerce(name: str, type_name: str, raw: str) -> Any:
