@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from museflow.config import Settings
-from museflow.deadletter import DeadLetterWriter
-from museflow.errors import KafkaError
+from museflow.contracts.deadletter import DeadLetterWriter
+from museflow.contracts.serde import Serdes
+from museflow.control.state import PipelineState
+from museflow.errors import BrokerError
 from museflow.kafka.control import ControlFollower, control_decoder
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.metrics import PipelineMetrics
-from museflow.serde import Serdes
-from museflow.state import PipelineState
+from museflow.observe.metrics import PipelineMetrics
 
 __all__ = ["ROLES", "WorkerContext"]
 
@@ -60,13 +60,13 @@ class WorkerContext:
         """True once the control topics are applied (routes, models); raises if they cannot be read."""
         if not self.follower.caught_up:
             if self.follower.error is not None:
-                raise KafkaError(f"control topics could not be read: {self.follower.error}")
+                raise BrokerError(f"control topics could not be read: {self.follower.error}")
             return False
         return True
 
     def mark_ready(self, role: str) -> None:
         self.ready_roles.add(role)
-        self.metrics.child(self.metrics.worker_up, role).set(1)
+        self.metrics.child(self.metrics.worker_ready, role).set(1)
 
     async def wait_control(self, role: str) -> None:
         """Hold a Faust agent's first batch until the control topics are applied, then mark it ready."""

@@ -16,11 +16,11 @@ import queue
 import threading
 
 from museflow.config import Settings
-from museflow.control.plane import publish_verdict, rollback, settings_contract
+from museflow.control.state import PipelineState
+from museflow.control.verdicts import breach_rows, verdict_record
 from museflow.errors import ConflictError, MuseflowError
-from museflow.monitoring import RouteBreach
-from museflow.state import PipelineState
-from museflow.verdicts import breach_rows, verdict_record
+from museflow.kafka.plane import publish_verdict, rollback, settings_contract
+from museflow.observe.monitoring import RouteBreach
 
 __all__ = ["ContractGuard"]
 

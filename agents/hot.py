@@ -24,18 +24,18 @@ from typing import Any
 
 from mode import Service
 
-from agents.context import WorkerContext
-from agents.guard import ContractGuard
+from museflow.agents.context import WorkerContext
+from museflow.agents.guard import ContractGuard
 from museflow.config import Settings
-from museflow.contract import AlertRateWatch
-from museflow.control.plane import settings_contract
+from museflow.contracts.topics import ingest_pattern
+from museflow.contracts.validation import validate_event
+from museflow.control.contract import AlertRateWatch
 from museflow.kafka.loop import BatchLoop, LoopHooks
 from museflow.kafka.offsets import plan_start, seed_offsets
+from museflow.kafka.plane import settings_contract
 from museflow.kafka.schema_registry import DEPENDENCY
-from museflow.monitoring import ScoreMonitor
-from museflow.pipeline import FusedStep, InMessage, RouterStep, ScorerStep, StepResult
-from museflow.topics import ingest_pattern
-from museflow.validation import validate_event
+from museflow.observe.monitoring import ScoreMonitor
+from museflow.runtime.pipeline import FusedStep, InMessage, RouterStep, ScorerStep, StepResult
 
 __all__ = ["HOT_ROLES", "HotLoops", "build_loops", "hot_group"]
 

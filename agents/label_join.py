@@ -1,6 +1,6 @@
 """The label-join role: served scores from the score log meet delayed labels, by event id.
 
-Two agents feed one :class:`museflow.labeljoin.LabelJoin` (both run on this worker's event loop,
+Two agents feed one :class:`museflow.observe.label_join.LabelJoin` (both run on this worker's event loop,
 so no locking); a timer publishes the labelled-performance gauges. State is the core's bounded
 in-memory store, not a Faust table: the score log is keyed ``model/tenant`` while labels are
 keyed by ``event_id``, so a table would need a repartition topic as large as the score log,
@@ -19,11 +19,11 @@ from typing import Any
 import faust
 
 from museflow.config import Settings
-from museflow.deadletter import DeadLetterWriter
+from museflow.contracts.deadletter import DeadLetterWriter
+from museflow.contracts.scorelog import rows
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.labeljoin import LabelJoin, LabelMetrics
-from museflow.metrics import PipelineMetrics
-from museflow.scorelog import rows
+from museflow.observe.label_join import LabelJoin, LabelMetrics
+from museflow.observe.metrics import PipelineMetrics
 
 __all__ = ["DEFAULT_THRESHOLDS", "PUBLISH_INTERVAL_SECONDS", "register"]
 

@@ -13,7 +13,7 @@ import faust
 
 from museflow.config import Settings
 from museflow.kafka.lag import LagCollector
-from museflow.metrics import PipelineMetrics
+from museflow.observe.metrics import PipelineMetrics
 
 __all__ = ["DEFAULT_INTERVAL_SECONDS", "register"]
 

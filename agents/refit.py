@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -10,10 +11,10 @@ from typing import Any
 import faust
 import numpy as np
 
-from agents.context import WorkerContext
+from museflow.agents.context import WorkerContext
 from museflow.control.keys import control_key, value_digest
-from museflow.control.plane import settings_contract, superseded_maps
-from museflow.refit import Refitter, refitter_for_routes
+from museflow.kafka.plane import settings_contract, superseded_maps
+from museflow.transform.refit import Refitter, refitter_for_routes
 
 __all__ = ["build_refitter", "register"]
 
@@ -31,12 +32,11 @@ def build_refitter(ctx: WorkerContext) -> Refitter:
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
     settings, metrics = ctx.settings, ctx.metrics
-    holder: dict[str, Refitter] = {}
 
+    @functools.cache
     def refitter() -> Refitter:
-        if "r" not in holder:
-            holder["r"] = build_refitter(ctx)
-        return holder["r"]
+        """Built on first use: the routes and references come from the control topics, read by then."""
+        return build_refitter(ctx)
 
     @app.agent(app.topic(settings.topics.score_log), name="museflow-refit")
     async def observe(stream: Any) -> None:

@@ -14,21 +14,23 @@ from typing import Any
 
 import faust
 
-from agents.app import create_app, run_worker
-from agents.context import ROLES, WorkerContext
-from agents.hot import HOT_ROLES, HotLoops, build_loops
+from museflow.agents.app import create_app, run_worker
+from museflow.agents.context import ROLES, WorkerContext
+from museflow.agents.hot import HOT_ROLES, HotLoops, build_loops
 from museflow.config import Settings
+from museflow.contracts.topics import core_topics, ingest_topic, model_topic, tenant_topic
+from museflow.control.routing import ModelRef, Route
 from museflow.errors import ConfigError
-from museflow.http_server import start_http_server
 from museflow.kafka.admin import ensure_topics
-from museflow.routing import ModelRef, Route
-from museflow.topics import core_topics, ingest_topic, model_topic, tenant_topic
+from museflow.observe.http_server import start_http_server
 
 __all__ = ["build_worker", "group_id", "parse_roles", "run"]
 
 log = logging.getLogger(__name__)
 
-_ROLE_MODULES = {"refit": "agents.refit", "label-join": "agents.label_join", "lag": "agents.lag"}
+_ROLE_MODULES = {
+    "refit": "museflow.agents.refit", "label-join": "museflow.agents.label_join", "lag": "museflow.agents.lag",
+}
 
 
 def parse_roles(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -115,7 +117,7 @@ def _run_lag_only(settings: Settings, ctx: WorkerContext, interval: float = 5.0)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     ctx.ready_roles.add("lag")
-    ctx.metrics.child(ctx.metrics.worker_up, "lag").set(1)
+    ctx.metrics.child(ctx.metrics.worker_ready, "lag").set(1)
     while not stop.is_set():
         collector.refresh()
         stop.wait(interval)

@@ -10,10 +10,10 @@ from the champion's scores on its traffic and its thresholds sit at 5/1/0.5/0.1%
 
 Every candidate version (another calibration: ``a``, ``b``, ``noise``, ``power``) is a swap on every
 tenant: 30 minutes of shadow traffic, a tenant-only, a pooled and a blended map (museflow's
-``fit_map``, ``credibility``, ``blend_map``), :func:`museflow.contract.judge` at every threshold. A
+``fit_map``, ``credibility``, ``blend_map``), :func:`museflow.control.contract.judge` at every threshold. A
 tenant whose own map holds at every threshold is served it; otherwise the blended map (pooled when
 it has no scores) with the short pairs flagged; a breach blocks the swap. The next 60 minutes are
-served in 10-second batches through :class:`museflow.contract.AlertRateWatch` (first breach: roll
+served in 10-second batches through :class:`museflow.control.contract.AlertRateWatch` (first breach: roll
 back). Faults are injected at serve time, where the shadow judgement cannot see them: (a) the
 served map is shifted to alert 30% more at every threshold (3 tenants per version); (b) a feature
 of the candidate breaks for one tenant 15 minutes after promotion (its latent loses 40% of its
@@ -33,10 +33,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtr
 
-from museflow.contract import AlertRateWatch, Contract, Credibility, Judgement, blend_map, credibility, judge
-from museflow.qmap import QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.refit import ExactSample, fit_map
+from museflow.control.contract import AlertRateWatch, Contract, Credibility, Judgement, blend_map, credibility, judge
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.reference import ReferenceDistribution
+from museflow.transform.refit import ExactSample, fit_map
 
 FloatArray = npt.NDArray[np.float64]
 RATES = (0.05, 0.01, 0.005, 0.001)

@@ -59,14 +59,14 @@ PEER_VENV = Path(os.environ.get("MUSEFLOW_PEER_VENV", BENCH / ".peer-venv"))
 
 
 def passthrough(settings: Settings) -> None:
-    from agents.app import create_app, run_worker
+    from museflow.agents.app import create_app, run_worker
 
     app = create_app(settings)
     topics = settings.topics
     model_topics = [topics.model(m) for m in MODELS]
     tenant_topics = [topics.scores(t) for t in TENANTS]
 
-    # The same delivery discipline as museflow's agents (agents.context.InFlight): a batch's events
+    # The same delivery discipline as museflow's agents (museflow.agents.context.InFlight): a batch's events
     # are acked once its deliveries are acknowledged, with up to batches_in_flight batches pending.
     settling: set[asyncio.Future[None]] = set()
 
@@ -109,11 +109,11 @@ def naive(settings: Settings, models_dir: Path) -> None:
     import avro.schema
     import xgboost as xgb
 
-    from agents.app import create_app, run_worker
-    from museflow.registry import ModelRegistry
-    from museflow.schemas import fingerprint, load_schema
-    from museflow.scoring import posterior_correction
-    from museflow.serde import SINGLE_OBJECT_MAGIC
+    from museflow.agents.app import create_app, run_worker
+    from museflow.contracts.schemas import fingerprint, load_schema
+    from museflow.contracts.serde import SINGLE_OBJECT_MAGIC
+    from museflow.model.registry import ModelRegistry
+    from museflow.model.scoring import posterior_correction
 
     event_schema = load_schema("TransactionEvent")
     scored_schema = load_schema("ScoredEvent")
@@ -249,9 +249,9 @@ def quix_score(settings: Settings, models_dir: Path) -> None:
     import xgboost as xgb
     from quixstreams.models.serializers import Deserializer, Serializer
 
-    from museflow.registry import ModelRegistry
-    from museflow.scoring import posterior_correction
-    from museflow.serde import Serdes
+    from museflow.contracts.serde import Serdes
+    from museflow.model.registry import ModelRegistry
+    from museflow.model.scoring import posterior_correction
 
     serdes = Serdes()
     events_serde, scored_serde = serdes.events, serdes.scored

@@ -9,13 +9,13 @@ reference sample, a monotone map as the quantile maps are. Labels are drawn, the
 the estimates. A *prior shift* changes ``P(y)`` while ``x | y`` stays put, so ``p`` (still
 computed with the old prior) is miscalibrated exactly the way Saerens' EM corrects.
 
-1. Streaming: three tenants through :class:`museflow.monitoring.ScoreMonitor` (window 1 h, 12
+1. Streaming: three tenants through :class:`museflow.observe.monitoring.ScoreMonitor` (window 1 h, 12
    buckets, baseline 1 day) for 30 hours; one tenant's fraud rate doubles at hour 24. Each
    (tenant, hour, threshold) chunk compares the monitor's CBPE estimate with the realised value.
 2. Calibration: relative ECE of calibrated and miscalibrated labelled pairs, which is where the
-   defaults ``MAX_RELATIVE_ECE`` and ``MIN_POSITIVES`` of :mod:`museflow.estimate` come from.
+   defaults ``MAX_RELATIVE_ECE`` and ``MIN_POSITIVES`` of :mod:`museflow.observe.estimate` come from.
 3. Gate: a champion against a same-quality and a lower-AUC candidate on shadow traffic (score-log
-   rows), ten seeded runs each, through :func:`museflow.estimate.gate_scores`.
+   rows), ten seeded runs each, through :func:`museflow.observe.estimate.gate_scores`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from museflow.alerts import Thresholds
-from museflow.estimate import (
+from museflow.observe.alerts import Thresholds
+from museflow.observe.estimate import (
     MAX_RELATIVE_ECE,
     MIN_POSITIVES,
     RECALL_MARGIN,
@@ -40,9 +40,9 @@ from museflow.estimate import (
     gate_scores,
     scores_by_tenant,
 )
-from museflow.metrics import PipelineMetrics
-from museflow.monitoring import ScoreMonitor
-from museflow.performance import auc, confusion_at
+from museflow.observe.metrics import PipelineMetrics
+from museflow.observe.monitoring import ScoreMonitor
+from museflow.observe.performance import auc, confusion_at
 
 FloatArray = npt.NDArray[np.float64]
 HOUR = 3600.0

@@ -51,12 +51,12 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.config import Settings
+from museflow.contracts.serde import Serdes
+from museflow.contracts.topics import core_topics, model_topic, tenant_topic
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.producing import event_key
+from museflow.demo.supervise import WorkerProcess, free_port
 from museflow.kafka.admin import ensure_topics
-from museflow.kafka.producing import event_key
-from museflow.loadgen import TransactionGenerator
-from museflow.serde import Serdes
-from museflow.supervise import WorkerProcess, free_port
-from museflow.topics import core_topics, model_topic, tenant_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -391,8 +391,8 @@ def provision(settings: Settings) -> None:
 
 
 def deploy(settings: Settings, specs: Sequence[Path]) -> None:
-    from museflow.control.plane import deploy, publish_route
-    from museflow.routing import load_routes_yaml
+    from museflow.control.routing import load_routes_yaml
+    from museflow.kafka.plane import deploy, publish_route
 
     provision(settings)
     for spec in specs:
@@ -451,8 +451,8 @@ def run_museflow(base: Settings, workdir: Path, specs: Sequence[Path], load: Loa
 
 def run_rehearse(base: Settings, workdir: Path, specs: Sequence[Path], load: Load, plan: Plan) -> Throughput:
     """Replay rate of ``museflow rehearse`` (in this process) over the same backlog the workers drain."""
-    from museflow.control.rehearse import rehearse
-    from museflow.routing import ModelRef
+    from museflow.control.routing import ModelRef
+    from museflow.kafka.rehearse import rehearse
 
     settings = scenario_settings(base, "rehearse", workdir)
     deploy(settings, specs)
@@ -693,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> Run:
         bootstrap = stack.enter_context(broker(args.bootstrap, workdir))
         base = Settings(bootstrap_servers=bootstrap, metrics_enabled=False, metrics_port=free_port(),
                         new_group_start="earliest")  # the backlog is written before the workers start
-        from museflow.demo_models import train_demo_models
+        from museflow.demo.models import train_demo_models
 
         console.print("training the demo models ...")
         models_dir = workdir / "demo-models"

@@ -44,15 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from museflow.config import Settings
-from museflow.demo_models import SHOWCASE_ROUTES
-from museflow.errors import KafkaError
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.models import SHOWCASE_ROUTES
+from museflow.demo.producing import ProduceSummary, produce_events
+from museflow.demo.supervise import WorkerProcess
+from museflow.errors import BrokerError
 from museflow.kafka.broker import LocalCluster
 from museflow.kafka.clients import Record, make_producer, read_topic
 from museflow.kafka.lag import list_groups, read_lag
-from museflow.kafka.producing import ProduceSummary, produce_events
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.supervise import WorkerProcess
 
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")
 GUARANTEES = ("at_least_once", "exactly_once")
@@ -376,7 +376,7 @@ class Chaos:
             if node is None:
                 time.sleep(0.5)
         if node is None:
-            raise KafkaError("no active controller found within 30 s")
+            raise BrokerError("no active controller found within 30 s")
         return self._node_down(node, step.seconds, hard=True) + " (active controller)"
 
     def _node_kill(self, step: Step) -> str:
@@ -581,7 +581,7 @@ def aborted_reads(cluster: LocalCluster, settings: Settings, committed: Tally) -
         for partition, leader in sorted(cluster.partition_leaders(topic).items()):
             inst = cluster.node(leader).instance() if leader >= 0 else None
             if inst is None:
-                raise KafkaError(f"{topic}[{partition}] has no live leader to read its log from")
+                raise BrokerError(f"{topic}[{partition}] has no live leader to read its log from")
             offsets, open_count = aborted_offsets(Path(inst.data_dir) / f"{topic}-{partition}")
             in_log += len(offsets)
             still_open += open_count
@@ -649,11 +649,11 @@ class Result:
 
 
 def deploy(settings: Settings, specs: Sequence[Path]) -> None:
-    from museflow.control.plane import deploy as deploy_spec
-    from museflow.control.plane import publish_route
+    from museflow.contracts.topics import core_topics
+    from museflow.control.routing import load_routes_yaml
     from museflow.kafka.admin import ensure_topics
-    from museflow.routing import load_routes_yaml
-    from museflow.topics import core_topics
+    from museflow.kafka.plane import deploy as deploy_spec
+    from museflow.kafka.plane import publish_route
 
     ensure_topics(settings, core_topics(settings))
     for spec in specs:
@@ -775,14 +775,14 @@ def _settle(settings: Settings, summary: ProduceSummary, isolation: str, timeout
             break
         time.sleep(5)
     if seen is None:
-        raise KafkaError(f"could not read the output topics within {timeout:.0f}s")
+        raise BrokerError(f"could not read the output topics within {timeout:.0f}s")
     return seen
 
 
 def _retally(settings: Settings, summary: ProduceSummary, isolation: str) -> Tally | None:
     try:
         return tally(settings, summary, isolation)
-    except KafkaError:  # an open transaction holds a read_committed reader back; a leader moves
+    except BrokerError:  # an open transaction holds a read_committed reader back; a leader moves
         return None
 
 
@@ -864,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"starting a 3-node cluster under {home / 'cluster'}")
         cluster.start(timeout=300, progress=say)
         say(f"cluster up at {cluster.bootstrap}, controller node {cluster.active_controller()}; training models")
-        from museflow.demo_models import train_demo_models
+        from museflow.demo.models import train_demo_models
 
         specs = [m.spec_path for m in train_demo_models(home / "models", seed=args.seed, n_events=60_000)]
         for fault, schedule in schedules:

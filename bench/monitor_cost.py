@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from museflow.config import TopicNames
-from museflow.contract import AlertRateWatch
-from museflow.demo_models import SHOWCASE_ROUTES, train_demo_models
-from museflow.loadgen import TransactionGenerator
-from museflow.metrics import PipelineMetrics
-from museflow.monitoring import ScoreMonitor
-from museflow.pipeline import InMessage, RouterStep, ScorerStep
-from museflow.routing import load_routes_yaml
-from museflow.serde import Serdes
-from museflow.state import PipelineState
-from museflow.validation import validate_event
+from museflow.contracts.serde import Serdes
+from museflow.contracts.validation import validate_event
+from museflow.control.contract import AlertRateWatch
+from museflow.control.routing import load_routes_yaml
+from museflow.control.state import PipelineState
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.models import SHOWCASE_ROUTES, train_demo_models
+from museflow.observe.metrics import PipelineMetrics
+from museflow.observe.monitoring import ScoreMonitor
+from museflow.runtime.pipeline import InMessage, RouterStep, ScorerStep
 
 BATCH, EVENTS, PASSES = 500, 5000, 5
 

@@ -39,8 +39,8 @@ peer_site="$("$peer/bin/python" -c 'import sysconfig; print(sysconfig.get_paths(
 echo "import site; site.addsitedir('$main_site')" > "$peer_site/zz-museflow-main-venv.pth"
 "$peer/bin/python" - <<'EOF'
 import confluent_kafka, quixstreams, xgboost
-import museflow.serde
+import museflow.contracts.serde
 print(f"peer venv: quixstreams {quixstreams.__version__}, confluent-kafka {confluent_kafka.version()[0]}, "
-      f"xgboost {xgboost.__version__}, museflow from {museflow.serde.__file__}")
+      f"xgboost {xgboost.__version__}, museflow from {museflow.contracts.serde.__file__}")
 EOF
 touch "$stamp"

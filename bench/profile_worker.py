@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import e2e
 
 from museflow.config import Settings
-from museflow.demo_models import train_demo_models
-from museflow.supervise import free_port
+from museflow.demo.models import train_demo_models
+from museflow.demo.supervise import free_port
 
 
 def _name(frame: str) -> str:

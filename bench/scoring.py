@@ -20,10 +20,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from museflow.demo_models import train_demo
-from museflow.loadgen import TransactionGenerator
-from museflow.registry import ModelRegistry
-from museflow.schemas_path import load_avro_schema
+from museflow.contracts.schemas_path import load_avro_schema
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.models import train_demo
+from museflow.model.registry import ModelRegistry
 
 MODEL_DIR = Path("/tmp/museflow-bench-models")
 BATCH_SIZES = (1, 100, 500)

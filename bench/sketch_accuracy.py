@@ -13,7 +13,7 @@ import time
 import datasketches as ds
 import numpy as np
 
-from museflow.sketch import WindowedSketch
+from museflow.transform.sketch import WindowedSketch
 
 QS = (0.95, 0.99, 0.995, 0.999)
 SIZES = (100_000, 1_000_000)

@@ -23,12 +23,12 @@ from pathlib import Path
 import psutil
 
 from museflow.config import Settings
-from museflow.demo_models import SHOWCASE_ROUTES
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.models import SHOWCASE_ROUTES
+from museflow.demo.producing import produce_events
+from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.clients import make_consumer, topic_end_offsets
 from museflow.kafka.lag import list_groups, read_lag
-from museflow.kafka.producing import produce_events
-from museflow.loadgen import TransactionGenerator
-from museflow.supervise import WorkerProcess
 
 ROUTES = SHOWCASE_ROUTES
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")
@@ -57,11 +57,11 @@ def lag(settings: Settings) -> int:
 
 
 def deploy(settings: Settings, work: Path) -> None:
-    from museflow.control.plane import deploy, publish_route
-    from museflow.demo_models import train_demo_models
+    from museflow.contracts.topics import core_topics
+    from museflow.control.routing import load_routes_yaml
+    from museflow.demo.models import train_demo_models
     from museflow.kafka.admin import ensure_topics
-    from museflow.routing import load_routes_yaml
-    from museflow.topics import core_topics
+    from museflow.kafka.plane import deploy, publish_route
 
     ensure_topics(settings, core_topics(settings))
     for model in train_demo_models(work / "models", seed=7):

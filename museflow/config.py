@@ -145,7 +145,7 @@ class Settings:
     contract_tolerance: float = 0.10
     """The alert-rate contract: each threshold's alert rate within this relative tolerance ..."""
     contract_confidence: float = 0.95
-    """... with this confidence (``museflow.contract``); promotion is judged against it."""
+    """... with this confidence (``museflow.control.contract``); promotion is judged against it."""
 
     model_dir: str = "models"
     data_dir: str = ".museflow"

@@ -14,7 +14,7 @@ that do not know museflow::
     ├── RouteError(ValueError)             a route that is invalid or refers to unknown models
     ├── MapError(ValueError)               a quantile map or reference that is invalid
     ├── RefitRefused(MuseflowError)        a refit or promotion held back by a guard
-    ├── KafkaError(RuntimeError)           the broker refused or failed a request
+    ├── BrokerError(RuntimeError)          the broker refused or failed a request
     │   └── DependencyUnavailable          a dependency (e.g. the schema registry) is down for now: retry
     └── BrokerLaunchError(RuntimeError)    the local Kafka could not be fetched, started or stopped
 """
@@ -23,11 +23,11 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
+    "BrokerError",
     "BrokerLaunchError",
     "ConfigError",
     "ConflictError",
     "DependencyUnavailable",
-    "KafkaError",
     "MapError",
     "MuseflowError",
     "RefitRefused",
@@ -91,11 +91,11 @@ class ConflictError(MuseflowError):
     """Another writer changed the control plane between this one's read and its write; nothing was written."""
 
 
-class KafkaError(MuseflowError, RuntimeError):
+class BrokerError(MuseflowError, RuntimeError):
     """The broker refused or failed a request (admin, produce or consume)."""
 
 
-class DependencyUnavailable(KafkaError):
+class DependencyUnavailable(BrokerError):
     """A service the pipeline needs answered 5xx/429 or could not be reached; the same call may work later.
 
     ``dependency`` names it (``"schema-registry"``) and ``where`` says where it is (a masked URL,

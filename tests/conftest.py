@@ -64,8 +64,8 @@ def settings(kafka_bootstrap: str, unique: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def create_topic(settings: Settings) -> Callable[..., str]:
     """Create a topic with explicit partitions under this test's prefix; returns its name."""
+    from museflow.contracts.topics import TopicSpec
     from museflow.kafka.admin import ensure_topics
-    from museflow.topics import TopicSpec
 
     def create(base: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = f"{settings.topic_prefix}{base}"

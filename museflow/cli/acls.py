@@ -41,8 +41,8 @@ def acls_command(tenants: tuple[str, ...], tenant_publishes: bool, platform_prin
         rules += tenant_rules(settings, tenant, publishes=tenant_publishes)
     if apply_now:
         if tenant_publishes:
+            from museflow.contracts.topics import ingest_topic
             from museflow.kafka.admin import ensure_topics
-            from museflow.topics import ingest_topic
 
             ensure_topics(settings, [ingest_topic(settings, tenant) for tenant in tenants])
         created = apply_rules(settings, rules)

@@ -31,7 +31,9 @@ from rich.live import Live
 from rich.table import Table
 
 from museflow.config import Settings
-from museflow.demoview import (
+from museflow.control.routing import Candidate, ModelRef, Route
+from museflow.demo.loadgen import ACCOUNT_TAKEOVER, CARD_NOT_PRESENT, DEFAULT_TENANTS
+from museflow.demo.view import (
     TOLERANCE_TEXT,
     WATCH_RATES,
     DemoStatus,
@@ -46,8 +48,6 @@ from museflow.demoview import (
     tenant_views,
 )
 from museflow.errors import MuseflowError
-from museflow.loadgen import ACCOUNT_TAKEOVER, CARD_NOT_PRESENT, DEFAULT_TENANTS
-from museflow.routing import Candidate, ModelRef, Route
 
 __all__ = ["demo_command"]
 
@@ -140,12 +140,12 @@ class Demo:
     # ----------------------------------------------------------------- stack
 
     def setup(self) -> None:
-        from museflow.control.plane import deploy, publish_route
-        from museflow.demo_models import train_demo_models
+        from museflow.contracts.topics import core_topics
+        from museflow.demo.models import train_demo_models
+        from museflow.demo.supervise import WorkerProcess
         from museflow.kafka.admin import ensure_topics
         from museflow.kafka.broker import LocalKafka
-        from museflow.supervise import WorkerProcess
-        from museflow.topics import core_topics
+        from museflow.kafka.plane import deploy, publish_route
 
         c = self.console
         c.print(f"[bold]museflow demo[/bold]: {self.plan.describe()}; {self.o.rate:,.0f} events/s over "
@@ -223,8 +223,8 @@ class Demo:
         thread.start()
 
     def _produce(self) -> None:
-        from museflow.kafka.producing import produce_events
-        from museflow.loadgen import TransactionGenerator
+        from museflow.demo.loadgen import TransactionGenerator
+        from museflow.demo.producing import produce_events
 
         assert self.settings is not None
         generator = TransactionGenerator(self.profiles, seed=self.o.seed, drift=DRIFT, drift_ramp_s=self.o.duration_s)
@@ -298,7 +298,7 @@ class Demo:
 
     def _poll_control(self) -> None:
         """Refresh the per-tenant swap state from the control topics every few seconds."""
-        from museflow.control.plane import read_state
+        from museflow.kafka.plane import read_state
 
         assert self.settings is not None
         while not self.cancel.is_set():
@@ -354,9 +354,9 @@ class Demo:
         self.stream_end = self._elapsed()
 
     def _freeze_references(self) -> None:
-        from museflow.control.plane import publish_reference, publish_route, read_state
+        from museflow.kafka.plane import publish_reference, publish_route, read_state
         from museflow.kafka.scorelog import read_score_log
-        from museflow.reference import ReferenceDistribution
+        from museflow.transform.reference import ReferenceDistribution
 
         assert self.settings is not None
         settings = self.settings
@@ -413,7 +413,7 @@ class Demo:
             self.status.step("v1's maps onto the frozen references are not published yet (refit holding); going on")
 
     def _deploy_shadow(self) -> None:
-        from museflow.control.plane import deploy, publish_route, read_state
+        from museflow.kafka.plane import deploy, publish_route, read_state
 
         assert self.settings is not None
         settings = self.settings
@@ -433,8 +433,8 @@ class Demo:
 
     def _rehearse(self) -> None:
         """Replay the traffic retained so far through v1 and v2, publish v2's maps, promote on them."""
-        from museflow.control.plane import promote
-        from museflow.control.rehearse import rehearse
+        from museflow.kafka.plane import promote
+        from museflow.kafka.rehearse import rehearse
 
         assert self.settings is not None and self.swap.deployed_at is not None
         settings = self.settings
@@ -473,8 +473,8 @@ class Demo:
 
     def _judge_contract(self, tenant: str, qmap: Any) -> None:
         """What the alert-rate contract says of the map v2 is promoted with, at each watched threshold."""
-        from museflow.contract import judge_fit
-        from museflow.control.plane import settings_contract
+        from museflow.control.contract import judge_fit
+        from museflow.kafka.plane import settings_contract
 
         assert self.settings is not None
         contract = settings_contract(self.settings)
@@ -487,7 +487,7 @@ class Demo:
                 for t in self.o.tenants}
 
     def _promote(self) -> None:
-        from museflow.control.plane import promote, read_state
+        from museflow.kafka.plane import promote, read_state
 
         assert self.settings is not None
         settings = self.settings
@@ -659,9 +659,9 @@ class Demo:
 
     def summarize(self) -> dict[str, Any]:
         """Read the score log and labels back, write the swap report and summary.json; return the summary."""
-        from museflow.control.plane import read_state, settings_contract
+        from museflow.kafka.plane import read_state, settings_contract
         from museflow.kafka.scorelog import read_score_log
-        from museflow.swapreport import build_swap_report, write_report
+        from museflow.observe.swapreport import build_swap_report, write_report
 
         assert self.settings is not None and self.produce_summary is not None
         settings, out = self.settings, self.o.out_dir
@@ -744,7 +744,7 @@ class Demo:
         samples) and of the live rate (measured on the scores after the swap), combined, keeps a
         correct prediction within ±15% at 99% confidence (:data:`PREDICTION_CHECK`).
         """
-        from museflow.rehearsal import PREDICTION_CHECK
+        from museflow.control.rehearsal import PREDICTION_CHECK
 
         live = {(j.row.tenant, round(j.row.threshold, 6)): (j.row.mapped_after, j.row.n_after) for j in judged}
         out = []

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
-from museflow.deadletter import NEVER_REPLAYED, REPLAYABLE_STAGES, DeadLetterReason, ReplaySelection
+from museflow.contracts.deadletter import NEVER_REPLAYED, REPLAYABLE_STAGES, DeadLetterReason, ReplaySelection
 
 __all__ = ["dlq_group", "parse_moment"]
 

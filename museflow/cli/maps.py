@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
-from museflow.qmap import QuantileMap
+from museflow.transform.qmap import QuantileMap
 
 __all__ = ["maps_group"]
 
@@ -26,7 +26,7 @@ def maps_group() -> None:
 @kafka_options
 def list_maps(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
     """Published maps with their version, samples, fit window and age."""
-    from museflow.control.plane import read_state
+    from museflow.kafka.plane import read_state
 
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
     now = time.time()
@@ -41,8 +41,8 @@ def list_maps(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
 
 def _versus_rehearsal(state: Any, shadow: QuantileMap) -> str:
     """For a map fitted on live traffic: the alert rates the rehearsal's map of the same key gives on it."""
-    from museflow.qmap import map_key
-    from museflow.rehearsal import rehearsal_vs_shadow
+    from museflow.control.rehearsal import rehearsal_vs_shadow
+    from museflow.transform.qmap import map_key
 
     if shadow.source != "shadow":
         return "-"
@@ -59,9 +59,9 @@ def _versus_rehearsal(state: Any, shadow: QuantileMap) -> str:
 @click.option("--tenant", default=None, help="Only this tenant.")
 def contract_table(bootstrap_servers: str | None, topic_prefix: str | None, tenant: str | None) -> None:
     """Per route, model and threshold: samples the alert-rate contract needs, samples the map has, verdict."""
-    from museflow.contract import judge_fit
-    from museflow.control.plane import read_state, settings_contract
-    from museflow.refit import DEFAULT_CONTRACT_RATES
+    from museflow.control.contract import judge_fit
+    from museflow.kafka.plane import read_state, settings_contract
+    from museflow.transform.refit import DEFAULT_CONTRACT_RATES
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     state, contract = read_state(settings), settings_contract(settings)
@@ -99,9 +99,9 @@ def contract_table(bootstrap_servers: str | None, topic_prefix: str | None, tena
 def refit(bootstrap_servers: str | None, topic_prefix: str | None, since_s: float | None, force: bool,
           dry_run: bool) -> None:
     """Refit every (model version, tenant) map now from the score log, with the same guards as the agent."""
-    from museflow.control.plane import publish_map, read_state, settings_contract
+    from museflow.kafka.plane import publish_map, read_state, settings_contract
     from museflow.kafka.scorelog import read_score_log
-    from museflow.refit import refitter_for_routes
+    from museflow.transform.refit import refitter_for_routes
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     window = since_s or settings.refit_window_seconds

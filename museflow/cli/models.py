@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
-from museflow.demo_models import DEFAULT_DEMO_EVENTS, DEMO_ROUTES_FILE, demo_routes_yaml, train_demo_models
+from museflow.demo.models import DEFAULT_DEMO_EVENTS, DEMO_ROUTES_FILE, demo_routes_yaml, train_demo_models
 from museflow.errors import ArtifactError, SpecError
-from museflow.registry import ModelRegistry
+from museflow.model.registry import ModelRegistry
 
 __all__ = ["models_group"]
 
@@ -82,7 +82,7 @@ def _indent(text: str) -> str:
 @click.option("--by", default="cli", show_default=True, help="Who deploys (recorded in the deployment record).")
 def deploy(bootstrap_servers: str | None, topic_prefix: str | None, specs: tuple[Path, ...], by: str) -> None:
     """Validate SPEC(s) and their artifacts, then publish deployment records; workers load them live."""
-    from museflow.control.plane import deploy as deploy_spec
+    from museflow.kafka.plane import deploy as deploy_spec
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     for spec in specs:
@@ -95,7 +95,7 @@ def deploy(bootstrap_servers: str | None, topic_prefix: str | None, specs: tuple
 @click.option("--by", default="cli", show_default=True)
 def retire(bootstrap_servers: str | None, topic_prefix: str | None, spec: Path, by: str) -> None:
     """Unload a model version from every worker (refused while a route still uses it)."""
-    from museflow.control.plane import retire as retire_spec
+    from museflow.kafka.plane import retire as retire_spec
 
     click.echo(retire_spec(settings_from(bootstrap_servers, topic_prefix), spec, by=by))
 
@@ -104,7 +104,7 @@ def retire(bootstrap_servers: str | None, topic_prefix: str | None, spec: Path, 
 @kafka_options
 def list_models(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
     """Deployed model versions, the routes that use them and their fitted maps."""
-    from museflow.control.plane import read_state
+    from museflow.kafka.plane import read_state
 
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
     table = Table("model", "version", "deployed", "by", "used by routes", "fitted maps")
@@ -123,8 +123,8 @@ def list_models(bootstrap_servers: str | None, topic_prefix: str | None) -> None
 @click.argument("model")
 def show(bootstrap_servers: str | None, topic_prefix: str | None, model: str) -> None:
     """The deployed spec of MODEL (NAME@VERSION)."""
-    from museflow.control.plane import read_state
-    from museflow.routing import ModelRef
+    from museflow.control.routing import ModelRef
+    from museflow.kafka.plane import read_state
 
     ref = ModelRef.parse(model)
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
@@ -160,8 +160,8 @@ def promote(bootstrap_servers: str | None, topic_prefix: str | None, route: str,
             allow_pooled: bool, by: str, if_version: int | None, recall_margin: float | None,
             recall_window_s: float, explain: bool, accept_insufficient: bool) -> None:
     """Make CANDIDATE (NAME@VERSION) the champion of ROUTE (TENANT/INTENT), once its maps are fitted."""
-    from museflow.control.plane import promote as promote_candidate
-    from museflow.routing import ModelRef
+    from museflow.control.routing import ModelRef
+    from museflow.kafka.plane import promote as promote_candidate
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     promoted = promote_candidate(settings, route, ModelRef.parse(candidate), by=by, allow_pooled=allow_pooled,

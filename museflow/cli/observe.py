@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from museflow import alerts, dashboards
+from museflow.observe import alerts, dashboards
 
 __all__ = ["observe_group", "outputs"]
 

@@ -8,9 +8,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from museflow.config import Settings
-from museflow.kafka.producing import ProduceProgress, ProduceSummary, produce_events
-from museflow.loadgen import DEFAULT_TENANTS, TransactionGenerator
-from museflow.malformed import BAD_KINDS
+from museflow.demo.loadgen import DEFAULT_TENANTS, TransactionGenerator
+from museflow.demo.malformed import BAD_KINDS
+from museflow.demo.producing import ProduceProgress, ProduceSummary, produce_events
 
 __all__ = ["produce_command"]
 

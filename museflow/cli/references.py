@@ -11,7 +11,7 @@ from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
 from museflow.errors import MapError, RouteError
-from museflow.reference import ReferenceDistribution
+from museflow.transform.reference import ReferenceDistribution
 
 __all__ = ["references_group"]
 
@@ -44,9 +44,9 @@ def freeze(bootstrap_servers: str | None, topic_prefix: str | None, route: str, 
     The incumbent's map onto its own frozen reference is close to identity, so thresholds the
     tenant set on its scores keep their meaning through later model swaps.
     """
-    from museflow.control.plane import next_reference_version, publish_reference, read_state
+    from museflow.control.routing import ModelRef
+    from museflow.kafka.plane import next_reference_version, publish_reference, read_state
     from museflow.kafka.scorelog import read_score_log
-    from museflow.routing import ModelRef
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     tenant, _, intent = route.partition("/")
@@ -80,7 +80,7 @@ def freeze(bootstrap_servers: str | None, topic_prefix: str | None, route: str, 
 def create(bootstrap_servers: str | None, topic_prefix: str | None, name: str, kind: str,
            beta_ab: tuple[float, float] | None) -> None:
     """Publish a parametric reference NAME (uniform percentile scores, or beta(A, B))."""
-    from museflow.control.plane import next_reference_version, publish_reference, read_state
+    from museflow.kafka.plane import next_reference_version, publish_reference, read_state
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     version = next_reference_version(read_state(settings), name)
@@ -94,7 +94,7 @@ def create(bootstrap_servers: str | None, topic_prefix: str | None, name: str, k
 @kafka_options
 def list_references(bootstrap_servers: str | None, topic_prefix: str | None) -> None:
     """Published references and the thresholds that give common alert rates."""
-    from museflow.control.plane import read_state
+    from museflow.kafka.plane import read_state
 
     state = read_state(settings_from(bootstrap_servers, topic_prefix))
     table = Table("reference", "kind", "knots", *(f"tau @ {r:.1%}" for r in _RATES), "used by")

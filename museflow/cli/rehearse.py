@@ -42,8 +42,8 @@ def parse_duration(text: str) -> float:
 def rehearse_command(bootstrap_servers: str | None, topic_prefix: str | None, candidate: str, routes: tuple[str, ...],
                      since: str, start: str | None, end: str | None, out_dir: Path | None, publish: bool) -> None:
     """Replay retained traffic through the champion and CANDIDATE (NAME@VERSION), fit its maps, predict alert rates."""
-    from museflow.control.rehearse import rehearse
-    from museflow.routing import ModelRef
+    from museflow.control.routing import ModelRef
+    from museflow.kafka.rehearse import rehearse
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     ref = ModelRef.parse(candidate)

@@ -32,9 +32,9 @@ def report_group() -> None:
 def swap(bootstrap_servers: str | None, topic_prefix: str | None, old: str, new: str, since_s: float | None,
          out_dir: Path, labels: bool) -> None:
     """Per tenant and threshold: alert rate before/after the swap, mapped and on raw scores."""
-    from museflow.control.plane import read_state
+    from museflow.kafka.plane import read_state
     from museflow.kafka.scorelog import read_score_log
-    from museflow.swapreport import build_swap_report, write_report
+    from museflow.observe.swapreport import build_swap_report, write_report
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     state = read_state(settings)

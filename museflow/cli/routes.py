@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.cli.options import kafka_options, settings_from
-from museflow.control.plane import read_state, rollback, set_routes
-from museflow.routing import Candidate, ModelRef, Route, load_routes_yaml
+from museflow.control.routing import Candidate, ModelRef, Route, load_routes_yaml
+from museflow.kafka.plane import read_state, rollback, set_routes
 
 __all__ = ["routes_group"]
 

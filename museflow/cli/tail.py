@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from museflow.config import Settings
+from museflow.contracts.serde import Serdes
 from museflow.errors import SerializationError
 from museflow.kafka.clients import Record, iter_topic
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.serde import Serdes
 
 __all__ = ["decode_record", "tail_command"]
 

@@ -27,7 +27,7 @@ ROLE_HELP = "router, scorer, refit, label-join, lag (comma-separated; default al
 def worker_command(bootstrap_servers: str | None, topic_prefix: str | None, roles: str, models: str | None,
                    metrics_port: int | None, app_id: str | None, loglevel: str, start_from: str | None) -> None:
     """Run a worker: every role in one process, or the roles given (one Deployment per role in k8s)."""
-    from agents.worker import parse_roles, run
+    from museflow.agents.worker import parse_roles, run
     from museflow.kafka.offsets import parse_start
 
     settings = settings_from(bootstrap_servers, topic_prefix, metrics_port=metrics_port, app_id=app_id)
@@ -48,9 +48,9 @@ def topics_group() -> None:
 def topics_create(bootstrap_servers: str | None, topic_prefix: str | None, tenants: tuple[str, ...],
                   models: tuple[str, ...]) -> None:
     """Create every topic with explicit partitions and configs (idempotent)."""
+    from museflow.contracts.topics import core_topics, ingest_topic, model_topic, tenant_topic
+    from museflow.control.routing import validate_name
     from museflow.kafka.admin import ensure_topics
-    from museflow.routing import validate_name
-    from museflow.topics import core_topics, ingest_topic, model_topic, tenant_topic
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     named = [validate_name("tenant", t) for t in tenants]

@@ -4,7 +4,7 @@ Compaction keeps the last record of each key. Keyed by name alone, a bad deploym
 after a good one would erase it and a second writer's route version would erase the first's; a
 worker started after the cleaner ran would then disagree with one that saw both. With the
 digest in the key, distinct contents never share a key, compaction removes only exact
-re-publications, and :mod:`museflow.state` decides between the survivors by rules that do not
+re-publications, and :mod:`museflow.control.state` decides between the survivors by rules that do not
 depend on order. Superseded map versions are removed on purpose, by tombstones.
 """
 

@@ -5,7 +5,7 @@ the score log and the dead-letter topic all hold other tenants' data). A tenant 
 writes only its own ingest topic ``museflow.events.<tenant>``, never the shared events topic: the
 router takes the tenant from the topic and dead-letters (``tenant_mismatch``) an event there that
 names another. A tenant's consumer groups are ``<tenant>.<anything>``: tenant names hold no ``.``
-(:data:`~museflow.routing.NAME_PATTERN`), so no tenant's group prefix covers another's
+(:data:`~museflow.control.routing.NAME_PATTERN`), so no tenant's group prefix covers another's
 (``acme.`` does not cover ``acme-bank.``), and a tenant whose prefix overlaps the platform's (its
 app id) is refused. The platform principal
 reads and writes museflow's topics, uses the consumer groups of its app id and, in exactly-once
@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from museflow.config import Settings
-from museflow.errors import ConfigError, KafkaError
-from museflow.routing import validate_name
-from museflow.topics import ingest_topic_name
+from museflow.contracts.topics import ingest_topic_name
+from museflow.control.routing import validate_name
+from museflow.errors import BrokerError, ConfigError
 
 __all__ = ["GROUP_SEPARATOR", "AclRule", "apply_rules", "kafka_acls_commands", "platform_rules",
            "tenant_group_prefix", "tenant_rules"]
@@ -138,7 +138,7 @@ def apply_rules(settings: Settings, rules: Sequence[AclRule], *, timeout: float 
         except Exception as exc:  # each binding's own error, reported together
             failed.append(f"{binding.principal} {binding.operation.name} {binding.name}: {exc}")
     if failed:
-        raise KafkaError("creating ACLs failed (is an authorizer configured, and are these credentials a "
+        raise BrokerError("creating ACLs failed (is an authorizer configured, and are these credentials a "
                          "super user or allowed Alter on the cluster?):\n  " + "\n  ".join(failed))
     return len(bindings)
 

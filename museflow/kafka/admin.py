@@ -10,8 +10,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from museflow.config import Settings
-from museflow.errors import KafkaError
-from museflow.topics import TopicSpec
+from museflow.contracts.topics import TopicSpec
+from museflow.errors import BrokerError
 
 __all__ = ["admin_client", "delete_topics", "ensure_topics", "existing_topics"]
 
@@ -27,7 +27,7 @@ def existing_topics(settings: Settings, timeout: float = 10.0) -> dict[str, int]
     try:
         metadata = admin_client(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaError(f"cannot list topics on {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"cannot list topics on {settings.bootstrap_servers}: {exc}") from exc
     return {name: len(t.partitions) for name, t in metadata.topics.items()}
 
 
@@ -59,7 +59,7 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float
         except KafkaException as exc:
             if exc.args and getattr(exc.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
                 continue
-            raise KafkaError(f"creating topic {name} on {settings.bootstrap_servers} failed: {exc}") from exc
+            raise BrokerError(f"creating topic {name} on {settings.bootstrap_servers} failed: {exc}") from exc
     _wait_for_leaders(admin, created, timeout)
     return created
 
@@ -78,7 +78,7 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
         if pending:
             time.sleep(0.1)
     if pending:
-        raise KafkaError(f"topics {sorted(pending)} have no partition leader {timeout:.0f}s after creation")
+        raise BrokerError(f"topics {sorted(pending)} have no partition leader {timeout:.0f}s after creation")
 
 
 def delete_topics(settings: Settings, names: Iterable[str], timeout: float = 30.0) -> None:
@@ -90,4 +90,4 @@ def delete_topics(settings: Settings, names: Iterable[str], timeout: float = 30.
         try:
             future.result()
         except KafkaException as exc:
-            raise KafkaError(f"deleting topic {name} failed: {exc}") from exc
+            raise BrokerError(f"deleting topic {name} failed: {exc}") from exc

@@ -15,9 +15,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 
 from museflow.config import Settings
-from museflow.errors import KafkaError
+from museflow.errors import BrokerError
 
-__all__ = ["DeliveryReport", "Record", "make_consumer", "make_producer", "read_topic", "topic_end_offsets"]
+# KafkaException and Producer are re-exported for the demo's load producer, which stays out of confluent_kafka.
+__all__ = [
+    "DeliveryReport", "KafkaException", "Producer", "Record", "make_consumer", "make_producer", "read_topic",
+    "topic_end_offsets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ def topic_end_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> 
             metadata = consumer.list_topics(topic, timeout=timeout)
             info = metadata.topics.get(topic)
             if info is None or info.error is not None:
-                raise KafkaError(f"topic {topic} does not exist on the broker ({info.error if info else 'absent'})")
+                raise BrokerError(f"topic {topic} does not exist on the broker ({info.error if info else 'absent'})")
             return {
                 p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
                 for p in info.partitions
@@ -101,7 +105,7 @@ def topic_end_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> 
         except KafkaException as exc:
             retriable = exc.args and getattr(exc.args[0], "retriable", lambda: False)()
             if (not retriable and "leader" not in str(exc).lower()) or time.monotonic() > deadline:
-                raise KafkaError(f"reading the offsets of {topic}: {exc.args[0] if exc.args else exc} (is the broker "
+                raise BrokerError(f"reading the offsets of {topic}: {exc.args[0] if exc.args else exc} (is the broker "
                                  "reachable, and do the TLS/SASL settings match its listener?)") from exc
             time.sleep(0.2)
 
@@ -141,7 +145,7 @@ def iter_topic(
         deadline = time.monotonic() + timeout
         while follow or remaining:
             if not follow and time.monotonic() > deadline:
-                raise KafkaError(
+                raise BrokerError(
                     f"reading {topic} timed out after {timeout:.0f}s with partitions {sorted(remaining)} "
                     "not read to their end"
                 )
@@ -150,7 +154,7 @@ def iter_topic(
                 remaining = _drop_reached(consumer, topic, remaining)
                 continue
             if msg.error():
-                raise KafkaError(f"reading {topic}: {msg.error()}")
+                raise BrokerError(f"reading {topic}: {msg.error()}")
             partition, offset = msg.partition(), msg.offset()
             yield Record(
                 topic=topic, partition=partition, offset=offset, key=msg.key(), value=msg.value(),
@@ -159,7 +163,7 @@ def iter_topic(
             if partition in remaining and offset + 1 >= remaining[partition]:
                 del remaining[partition]
     except KafkaException as exc:
-        raise KafkaError(f"reading {topic} on {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"reading {topic} on {settings.bootstrap_servers}: {exc}") from exc
     finally:
         consumer.close()
 

@@ -21,10 +21,10 @@ from confluent_kafka import KafkaError as KafkaErrorCode
 
 from museflow.config import Settings
 from museflow.control.keys import control_key, value_digest
-from museflow.errors import ConflictError, DependencyUnavailable, KafkaError, MuseflowError
+from museflow.control.state import PipelineState
+from museflow.errors import BrokerError, ConflictError, DependencyUnavailable, MuseflowError
 from museflow.kafka.clients import topic_end_offsets
 from museflow.kafka.loop import PAUSE_FIRST_SECONDS, PAUSE_MAX_SECONDS
-from museflow.state import PipelineState
 
 __all__ = [
     "ControlFollower",
@@ -44,7 +44,7 @@ RETRY_ARTIFACTS_SECONDS = 5.0
 
 
 def control_kinds(settings: Settings) -> dict[str, str]:
-    """Control topic -> the kind of record it holds (see :data:`museflow.state.CONTROL_KINDS`)."""
+    """Control topic -> the kind of record it holds (see :data:`museflow.control.state.CONTROL_KINDS`)."""
     t = settings.topics
     return {t.references: "reference", t.deployments: "deployment", t.routes: "route", t.quantile_maps: "map"}
 
@@ -123,7 +123,7 @@ class ControlFollower:
                     retry_at = time.monotonic() + RETRY_ARTIFACTS_SECONDS
                     if self.state.retry_artifacts():
                         log.info("a deployment whose artifact was missing or altered now loads")
-        except (KafkaException, KafkaError) as exc:
+        except (KafkaException, BrokerError) as exc:
             self.error = exc
             log.exception("control follower stopped")
         finally:
@@ -159,8 +159,8 @@ def _assign_from_start(consumer: Consumer, topics: Mapping[str, str]) -> dict[tu
     for topic in topics:
         try:
             ends = topic_end_offsets(consumer, topic, timeout=30)  # retries a new topic's missing leader
-        except KafkaError as exc:
-            raise KafkaError(f"control topic {topic}: {exc}; run `museflow topics create`") from exc
+        except BrokerError as exc:
+            raise BrokerError(f"control topic {topic}: {exc}; run `museflow topics create`") from exc
         for p, (low, high) in sorted(ends.items()):
             if high > low:
                 targets[(topic, p)] = high
@@ -198,7 +198,7 @@ def read_control(settings: Settings, timeout: float = 30.0) -> list[tuple[str, s
         deadline = time.monotonic() + timeout
         while not _reached(consumer, targets):
             if time.monotonic() > deadline:
-                raise KafkaError(f"reading the control topics timed out after {timeout:.0f}s with "
+                raise BrokerError(f"reading the control topics timed out after {timeout:.0f}s with "
                                  f"{sorted(targets)} not read to their end (an open transaction?)")
             for msg in consumer.consume(500, timeout=0.2):
                 if msg.error():
@@ -219,7 +219,7 @@ def publish_control(settings: Settings, topic: str, key: str, value: bytes | Non
     producer.produce(topic, key=key.encode(), value=value, on_delivery=report)
     remaining = producer.flush(timeout)
     if remaining or report.failed or report.acked != 1:
-        raise KafkaError(f"publishing {key!r} to {topic} on {settings.bootstrap_servers} failed: "
+        raise BrokerError(f"publishing {key!r} to {topic} on {settings.bootstrap_servers} failed: "
                          f"{report.errors or f'{remaining} message(s) not delivered within {timeout:.0f}s'}")
 
 
@@ -232,7 +232,7 @@ def load_control_state(settings: Settings, decode: Decode, *, load_models: bool 
     """
     from pathlib import Path
 
-    from museflow.metrics import PipelineMetrics
+    from museflow.observe.metrics import PipelineMetrics
 
     state = PipelineState(model_dir=Path(settings.model_dir), metrics=metrics or PipelineMetrics(),
                           serves=(None if load_models is True else frozenset(load_models or ())))
@@ -242,7 +242,7 @@ def load_control_state(settings: Settings, decode: Decode, *, load_models: bool 
 
 
 def control_decoder(settings: Settings, serdes: Any) -> Decode:
-    """``decode(topic, value)`` for the control topics, from a :class:`museflow.serde.Serdes`."""
+    """``decode(topic, value)`` for the control topics, from a :class:`museflow.contracts.serde.Serdes`."""
     names = {t: serdes.schema_for_topic(t, settings.topics) for t in
              (settings.topics.routes, settings.topics.deployments, settings.topics.quantile_maps,
               settings.topics.references)}
@@ -279,7 +279,7 @@ class ControlTransaction:
         try:
             self.producer.init_transactions(self.timeout)
         except KafkaException as exc:
-            raise KafkaError(f"cannot start a control-plane transaction on {self.settings.bootstrap_servers}: "
+            raise BrokerError(f"cannot start a control-plane transaction on {self.settings.bootstrap_servers}: "
                              f"{exc.args[0] if exc.args else exc} (the principal needs Write on transactional id "
                              f"{self.settings.app_id}-control)") from exc
         self.state = load_control_state(self.settings, self.decode)
@@ -319,7 +319,7 @@ class ControlTransaction:
             if err is not None and err.txn_requires_abort():
                 with contextlib.suppress(KafkaException):
                     self.producer.abort_transaction(self.timeout)
-            raise KafkaError(f"control-plane change not committed (nothing was published): {err}") from error
+            raise BrokerError(f"control-plane change not committed (nothing was published): {err}") from error
 
 
 _FENCED = {KafkaErrorCode._FENCED, KafkaErrorCode.PRODUCER_FENCED, KafkaErrorCode.INVALID_PRODUCER_EPOCH}

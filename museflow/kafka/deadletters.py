@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from museflow.config import Settings
-from museflow.deadletter import ReplaySelection
-from museflow.errors import KafkaError, SerializationError
+from museflow.contracts.deadletter import ReplaySelection
+from museflow.contracts.serde import Serdes
+from museflow.contracts.topics import DEAD_LETTER_MAX_BYTES
+from museflow.errors import BrokerError, SerializationError
 from museflow.kafka.clients import DeliveryReport, make_consumer, make_producer, topic_end_offsets
-from museflow.serde import Serdes
-from museflow.topics import DEAD_LETTER_MAX_BYTES
 
 __all__ = ["H_REPLAY_OF", "DlqReplay", "replay_dead_letters"]
 
@@ -66,13 +66,13 @@ def replay_dead_letters(settings: Settings, serdes: Serdes, selection: ReplaySel
         deadline = time.monotonic() + timeout
         while remaining:
             if time.monotonic() > deadline:
-                raise KafkaError(f"reading {dlq} timed out after {timeout:.0f}s with partitions "
+                raise BrokerError(f"reading {dlq} timed out after {timeout:.0f}s with partitions "
                                  f"{sorted(remaining)} not read to their end")
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
             if msg.error():
-                raise KafkaError(f"reading {dlq}: {msg.error()}")
+                raise BrokerError(f"reading {dlq}: {msg.error()}")
             partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
             if partition not in remaining or offset >= remaining[partition]:
                 continue
@@ -94,10 +94,10 @@ def replay_dead_letters(settings: Settings, serdes: Serdes, selection: ReplaySel
                 _send(producer, report, events, letter.get("original_key"), letter["original_value"],
                       f"{dlq}[{partition}]@{offset}")
         if producer is not None and producer.flush(timeout) > 0:
-            raise KafkaError(f"{len(producer)} replayed events not acknowledged by {events} within {timeout:.0f}s; "
+            raise BrokerError(f"{len(producer)} replayed events not acknowledged by {events} within {timeout:.0f}s; "
                              "run the replay again (tenants dedupe on event_id)")
     except KafkaException as exc:
-        raise KafkaError(f"replaying {dlq} to {events} on {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"replaying {dlq} to {events} on {settings.bootstrap_servers}: {exc}") from exc
     finally:
         consumer.close()
     return report

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from museflow.config import Settings
-from museflow.errors import KafkaError
+from museflow.errors import BrokerError
 
 __all__ = ["LagCollector", "PartitionLag", "list_groups", "read_lag", "summarize"]
 
@@ -56,9 +56,9 @@ def list_groups(settings: Settings, admin: AdminClient | None = None, timeout: f
     try:
         result = admin.list_consumer_groups(request_timeout=timeout).result()
     except KafkaException as exc:
-        raise KafkaError(f"listing consumer groups on {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"listing consumer groups on {settings.bootstrap_servers}: {exc}") from exc
     if result.errors and not result.valid:  # no broker answered: an empty list would read as "no lag"
-        raise KafkaError(f"listing consumer groups on {settings.bootstrap_servers}: "
+        raise BrokerError(f"listing consumer groups on {settings.bootstrap_servers}: "
                          + "; ".join(str(e) for e in result.errors))
     return sorted(g.group_id for g in result.valid)
 
@@ -102,7 +102,7 @@ def _committed(admin: AdminClient, group: str, timeout: float,
     try:
         result = futures[group].result()
     except KafkaException as exc:
-        raise KafkaError(f"reading committed offsets of group {group!r} on {settings.bootstrap_servers}: "
+        raise BrokerError(f"reading committed offsets of group {group!r} on {settings.bootstrap_servers}: "
                          f"{exc}") from exc
     found: dict[tuple[str, str, int], int | None] = {}
     for tp in result.topic_partitions or ():
@@ -188,7 +188,7 @@ class LagCollector:
                 groups = [g for g in list_groups(self.settings, self._admin, self.timeout)
                           if g == self.group_prefix or g.startswith(self.group_prefix + "-")]
             rows = read_lag(self.settings, groups, admin=self._admin, timeout=self.timeout)
-        except KafkaError as exc:
+        except BrokerError as exc:
             with self._lock:
                 self._failures += 1
             log.warning("consumer lag refresh failed (keeping the last reading): %s", exc)

@@ -4,7 +4,7 @@ A topic's limit is the smaller of its ``max.message.bytes`` (read from the broke
 ``describe_configs``) and the producer's ``message.max.bytes``. Limits are cached for a minute
 (a raised limit is seen within a minute). A topic that cannot be described (not created yet, no
 DescribeConfigs right) is assumed to have the limit museflow creates it with
-(:func:`~museflow.topics.configured_max_bytes`) until it is asked again a minute later.
+(:func:`~museflow.contracts.topics.configured_max_bytes`) until it is asked again a minute later.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]  # not in its __all__
 
 from museflow.config import Settings
-from museflow.topics import configured_max_bytes
+from museflow.contracts.topics import configured_max_bytes
 
 __all__ = ["ConfigDescriber", "TopicLimits"]
 

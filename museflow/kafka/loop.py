@@ -20,8 +20,8 @@ the commit (quix-streams keeps one processing loop and one checkpoint the same w
 
 Before delivery every output is checked against its topic's limit (:mod:`museflow.kafka.limits`):
 an event whose output would be refused as too large becomes one ``oversize`` dead letter and the
-batch goes on (:func:`~museflow.pipeline.drop_oversize`). The producer takes records up to
-:data:`~museflow.topics.DEAD_LETTER_MAX_BYTES`, so the dead letter of any event the events topic
+batch goes on (:func:`~museflow.runtime.pipeline.drop_oversize`). The producer takes records up to
+:data:`~museflow.contracts.topics.DEAD_LETTER_MAX_BYTES`, so the dead letter of any event the events topic
 took fits the dead-letter topic.
 
 Batching is adaptive: the loop waits for the first message, then takes what has already been
@@ -54,12 +54,12 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaException,
 from confluent_kafka import KafkaError as RdKafkaError
 
 from museflow.config import Settings
-from museflow.deadletter import DeadLetterMessage, DeadLetterWriter
-from museflow.errors import DependencyUnavailable, KafkaError
+from museflow.contracts.deadletter import DeadLetterMessage, DeadLetterWriter
+from museflow.contracts.topics import DEAD_LETTER_MAX_BYTES
+from museflow.errors import BrokerError, DependencyUnavailable
 from museflow.kafka.clients import make_consumer, make_producer
 from museflow.kafka.limits import TopicLimits
-from museflow.pipeline import DeadLetterRequest, InMessage, StepResult, drop_oversize, record_size
-from museflow.topics import DEAD_LETTER_MAX_BYTES
+from museflow.runtime.pipeline import DeadLetterRequest, InMessage, StepResult, drop_oversize, record_size
 
 __all__ = [
     "PAUSE_FIRST_SECONDS",
@@ -86,7 +86,7 @@ PAUSE_MAX_SECONDS = 10.0
 """The longest wait between two retries of a paused batch."""
 
 
-class DeliveryFailed(KafkaError):
+class DeliveryFailed(BrokerError):
     """An output the broker refused for good; the loop stops before committing past its batch."""
 
 
@@ -491,7 +491,7 @@ class BatchLoop:
                 self.commit.tick(self)
             self.commit.revoke(self)
         except KafkaException as exc:
-            raise KafkaError(f"{self.role} batch loop (group {self.group_id}) on {settings.bootstrap_servers}: "
+            raise BrokerError(f"{self.role} batch loop (group {self.group_id}) on {settings.bootstrap_servers}: "
                              f"{exc}") from exc
         finally:
             try:
@@ -643,6 +643,6 @@ class BatchLoop:
             max_bytes=self.limits(self.deadletters.topic) - record_size(m.key, b""))
         if letter is None:
             _ = self.deadletters.serde.schema_id  # an unavailable registry raises DependencyUnavailable: wait
-            raise KafkaError(f"could not build a dead letter for {m.topic}[{m.partition}]@{m.offset}; "
+            raise BrokerError(f"could not build a dead letter for {m.topic}[{m.partition}]@{m.offset}; "
                              "stopping rather than dropping it")
         return letter

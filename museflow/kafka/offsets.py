@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 
 from museflow.config import Settings
-from museflow.errors import ConfigError, KafkaError
+from museflow.errors import BrokerError, ConfigError
 
 __all__ = ["StartPlan", "parse_start", "plan_start", "seed_offsets"]
 
@@ -108,7 +108,7 @@ def seed_offsets(settings: Settings, plan: StartPlan) -> None:
         admin.alter_consumer_group_offsets([request])[plan.group].result(_TIMEOUT)
     except KafkaException as exc:
         if plan.how == "from":
-            raise KafkaError(f"--from: cannot move group {plan.group} ({exc.args[0] if exc.args else exc}); "
+            raise BrokerError(f"--from: cannot move group {plan.group} ({exc.args[0] if exc.args else exc}); "
                              "stop the group's other workers first") from exc
         log.info("group %s: offsets not seeded (%s); another member started it first", plan.group, exc)
 
@@ -133,7 +133,7 @@ def _committed(admin: AdminClient, group: str, partitions: list[tuple[str, int]]
     try:
         result = admin.list_consumer_group_offsets([request])[group].result(_TIMEOUT)
     except KafkaException as exc:
-        raise KafkaError(f"cannot read the committed offsets of group {group}: {exc}") from exc
+        raise BrokerError(f"cannot read the committed offsets of group {group}: {exc}") from exc
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
@@ -151,7 +151,7 @@ def _groups(admin: AdminClient, patience: float = _LIST_PATIENCE, pause: float =
         except (KafkaException, TimeoutError) as exc:
             problem = str(exc) or type(exc).__name__
         if time.monotonic() + pause > deadline:
-            raise KafkaError(f"cannot list consumer groups (needed to find the group this one replaces) within "
+            raise BrokerError(f"cannot list consumer groups (needed to find the group this one replaces) within "
                              f"{patience:.0f}s: {problem}")
         log.warning("listing consumer groups failed (%s); asking again", problem)
         time.sleep(pause)

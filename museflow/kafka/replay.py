@@ -16,9 +16,9 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from museflow.config import Settings
-from museflow.errors import KafkaError
+from museflow.contracts.serde import Serdes
+from museflow.errors import BrokerError
 from museflow.kafka.clients import make_consumer, topic_end_offsets
-from museflow.serde import Serdes
 
 __all__ = ["ReplayProgress", "replay_window"]
 
@@ -86,7 +86,7 @@ def _offsets_at(consumer: Any, topic: str, partitions: list[int], at_ms: int,
     try:
         found = consumer.offsets_for_times([TopicPartition(topic, p, at_ms) for p in partitions], timeout=_TIMEOUT)
     except Exception as exc:
-        raise KafkaError(f"cannot look up offsets of {topic} at {at_ms}: {exc}") from exc
+        raise BrokerError(f"cannot look up offsets of {topic} at {at_ms}: {exc}") from exc
     return {tp.partition: tp.offset if tp.offset >= 0 else watermarks[tp.partition][1] for tp in found}
 
 

@@ -1,4 +1,4 @@
-"""The Confluent Schema Registry behind :class:`museflow.serde.SchemaIdResolver`.
+"""The Confluent Schema Registry behind :class:`museflow.contracts.serde.SchemaIdResolver`.
 
 This is the only place museflow talks to a schema registry: confluent-kafka's
 ``SchemaRegistryClient`` (``mock://`` URLs give its in-memory mock, for tests). The core serde
@@ -7,7 +7,7 @@ credentials of a ``https://user:password@host`` URL.
 
 A registry that is down for now (5xx, 429, 408, connection refused, timeout) raises
 :class:`~museflow.errors.DependencyUnavailable`: the hot loop pauses and retries the batch rather
-than dead-lettering good events. A refusal (other 4xx) is a plain :class:`~museflow.errors.KafkaError`
+than dead-lettering good events. A refusal (other 4xx) is a plain :class:`~museflow.errors.BrokerError`
 and an unknown id (404) is None. The client's own retries are kept short (:data:`CLIENT_DEFAULTS`):
 the loop does the long waiting, with backoff, while it keeps its consumer group membership.
 """
@@ -21,8 +21,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from museflow.config import Settings, mask_url
-from museflow.errors import DependencyUnavailable, KafkaError
-from museflow.serde import Serdes
+from museflow.contracts.serde import Serdes
+from museflow.errors import BrokerError, DependencyUnavailable
 
 __all__ = ["CLIENT_DEFAULTS", "DEPENDENCY", "ConfluentSchemaIdResolver", "resolver_from_settings",
            "serdes_from_settings"]
@@ -81,10 +81,10 @@ class ConfluentSchemaIdResolver:
             if _unavailable(exc):
                 raise self._down(f"registering {subject}", exc) from exc
             if isinstance(exc, SchemaRegistryError):
-                raise KafkaError(
+                raise BrokerError(
                     f"the schema registry at {self.url} refused {subject}: {mask_url(str(exc))}; check the "
                     "subject's compatibility setting") from exc
-            raise KafkaError(f"cannot register {subject} with the schema registry at {self.url}: "
+            raise BrokerError(f"cannot register {subject} with the schema registry at {self.url}: "
                              f"{mask_url(str(exc))}") from exc
 
     def lookup(self, schema_id: int) -> str | None:
@@ -95,7 +95,7 @@ class ConfluentSchemaIdResolver:
                 return None
             if _unavailable(exc):
                 raise self._down(f"looking up id {schema_id}", exc) from exc
-            raise KafkaError(f"the schema registry at {self.url} failed looking up id {schema_id}: "
+            raise BrokerError(f"the schema registry at {self.url} failed looking up id {schema_id}: "
                              f"{mask_url(str(exc))}") from exc
         text = getattr(schema, "schema_str", None)
         return None if text is None else str(text)

@@ -9,10 +9,10 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 from museflow.config import Settings
-from museflow.errors import KafkaError
+from museflow.contracts.scorelog import rows
+from museflow.errors import BrokerError
 from museflow.kafka.clients import make_consumer, topic_end_offsets
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.scorelog import rows
 
 __all__ = ["read_score_log"]
 
@@ -40,10 +40,10 @@ def _iter(settings: Settings, since_ms: int | None, until_ms: int | None,
         deadline = time.monotonic() + timeout
         while remaining:
             if time.monotonic() > deadline:
-                raise KafkaError(f"reading the score log timed out; partitions {sorted(remaining)} unfinished")
+                raise BrokerError(f"reading the score log timed out; partitions {sorted(remaining)} unfinished")
             for msg in consumer.consume(1000, timeout=0.5):
                 if msg.error():
-                    raise KafkaError(f"reading {topic}: {msg.error()}")
+                    raise BrokerError(f"reading {topic}: {msg.error()}")
                 p, offset = msg.partition(), msg.offset()
                 if p in remaining and offset + 1 >= remaining[p]:
                     del remaining[p]
@@ -53,6 +53,6 @@ def _iter(settings: Settings, since_ms: int | None, until_ms: int | None,
                     if where is None or where(row):
                         yield row
     except KafkaException as exc:
-        raise KafkaError(f"reading {topic} on {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"reading {topic} on {settings.bootstrap_servers}: {exc}") from exc
     finally:
         consumer.close()

@@ -449,7 +449,7 @@ def test_keda_scales_each_scorer_group_on_its_model_topics(values: Path) -> None
             meta = trigger["metadata"]
             assert trigger["type"] == "kafka" and set(meta) <= keda_kafka_keys
             expected_group = f"{vals['appId'] or 'rel-museflow'}-scorer-{'+'.join(sorted(group['models']))}"
-            assert meta["consumerGroup"] == expected_group  # agents.worker.group_id for --roles scorer --models
+            assert meta["consumerGroup"] == expected_group  # agents.worker.group_id, --roles scorer --models
             assert meta["bootstrapServers"] == vals["kafka"]["bootstrapServers"]
             assert int(meta["lagThreshold"]) == vals["keda"]["lagThreshold"]
             if vals["kafka"]["securityProtocol"].startswith("SASL"):

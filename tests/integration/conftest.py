@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from museflow.config import Settings
-from museflow.control.plane import deploy
-from museflow.demo_models import SHOWCASE_ROUTES
+from museflow.demo.models import SHOWCASE_ROUTES
+from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.clients import read_topic
+from museflow.kafka.plane import deploy
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.supervise import WorkerProcess
 
 ROUTES = SHOWCASE_ROUTES
 
@@ -22,7 +22,7 @@ ROUTES = SHOWCASE_ROUTES
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The demo models (fraud-cnp v1, v2, ato v1), trained once per session: name@version -> spec."""
-    from museflow.demo_models import train_demo_models
+    from museflow.demo.models import train_demo_models
 
     out = tmp_path_factory.mktemp("demo-models")
     return {f"{m.name}@{m.version}": m.spec_path for m in train_demo_models(out, seed=7)}
@@ -31,10 +31,10 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def deployed(settings: Settings, demo_models: dict[str, Path]) -> dict[str, Path]:
     """Every demo model deployed and the six demo routes set on this test's topics."""
-    from museflow.control.plane import publish_route
+    from museflow.contracts.topics import core_topics
+    from museflow.control.routing import load_routes_yaml
     from museflow.kafka.admin import ensure_topics
-    from museflow.routing import load_routes_yaml
-    from museflow.topics import core_topics
+    from museflow.kafka.plane import publish_route
 
     ensure_topics(settings, core_topics(settings))
     for spec in demo_models.values():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from agents.app import create_app, run_worker
+from museflow.agents.app import create_app, run_worker
 from museflow.config import Settings
 
 source_name, target_name = sys.argv[1], sys.argv[2]

@@ -22,16 +22,16 @@ from confluent_kafka import Producer
 from museflow.cli.acls import acls_command
 from museflow.cli.tail import tail_command
 from museflow.config import Settings
-from museflow.control.plane import publish_route
+from museflow.contracts.topics import ingest_topic_name
+from museflow.control.routing import ModelRef, Route
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.supervise import WorkerProcess
 from museflow.errors import ConfigError
 from museflow.kafka.acls import apply_rules, platform_rules, tenant_rules
 from museflow.kafka.broker import BrokerInstance, LocalKafka
 from museflow.kafka.clients import make_consumer, make_producer, read_topic
+from museflow.kafka.plane import publish_route
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.routing import ModelRef, Route
-from museflow.supervise import WorkerProcess
-from museflow.topics import ingest_topic_name
 from tests.integration.conftest import topic_size, wait_for
 from tests.integration.test_faults import Accounting, Traffic, _deploy, settled
 

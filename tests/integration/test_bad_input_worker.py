@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from museflow.config import Settings
+from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.clients import DeliveryReport, make_producer
-from museflow.supervise import WorkerProcess
 from tests.integration.test_faults import TENANTS, Traffic, account
 from tests.unit.test_bad_input import CASES, encoded
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from museflow.config import Settings
+from museflow.contracts.topics import core_topics
 from museflow.kafka.admin import ensure_topics, existing_topics
 from museflow.kafka.clients import DeliveryReport, make_consumer, make_producer, read_topic
-from museflow.topics import core_topics
 
 
 def test_thousand_messages_round_trip_through_a_consumer_group(

@@ -31,7 +31,7 @@ def fault_matrix() -> ModuleType:
 @pytest.fixture(scope="module")
 def small_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The demo models trained on fewer events than the session's (seconds instead of ~20 s)."""
-    from museflow.demo_models import train_demo_models
+    from museflow.demo.models import train_demo_models
 
     out = tmp_path_factory.mktemp("cluster-models")
     return [m.spec_path for m in train_demo_models(out, seed=SEED, n_events=60_000)]
@@ -78,8 +78,8 @@ def test_the_cli_shows_the_cluster_and_museflow_topics_need_two_in_sync_replicas
 
     from museflow.cli.main import cli
     from museflow.config import Settings
+    from museflow.contracts.topics import core_topics
     from museflow.kafka.admin import ensure_topics
-    from museflow.topics import core_topics
 
     shown = CliRunner().invoke(cli, ["kafka", "status", "--name", kafka_cluster.name, "--home",
                                      str(kafka_cluster.home), "--json"])

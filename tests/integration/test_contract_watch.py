@@ -20,15 +20,15 @@ from click.testing import CliRunner
 
 from museflow.cli.main import cli
 from museflow.config import Settings
-from museflow.control.plane import promote, publish_map, publish_route, read_state
+from museflow.control.routing import ModelRef
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.supervise import WorkerProcess
 from museflow.errors import RouteError
 from museflow.kafka.clients import make_producer
+from museflow.kafka.plane import promote, publish_map, publish_route, read_state
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.qmap import QuantileMap
-from museflow.refit import ExactSample, fit_map
-from museflow.routing import ModelRef
-from museflow.supervise import WorkerProcess
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.refit import ExactSample, fit_map
 from tests.integration.conftest import read_records, wait_for
 
 pytestmark = pytest.mark.timeout(600)

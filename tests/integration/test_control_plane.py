@@ -19,24 +19,24 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from museflow.config import Settings
+from museflow.contracts.topics import COMPACTED, TopicSpec, core_topics
 from museflow.control.keys import control_key, value_digest
-from museflow.control.plane import (
+from museflow.control.routing import Candidate, ModelRef, load_routes_yaml
+from museflow.demo.supervise import WorkerProcess
+from museflow.errors import ConflictError
+from museflow.kafka.admin import ensure_topics
+from museflow.kafka.clients import read_topic
+from museflow.kafka.control import publish_control
+from museflow.kafka.plane import (
     deployment_record,
     publish_reference,
     publish_route,
     read_state,
     set_routes,
 )
-from museflow.errors import ConflictError
-from museflow.kafka.admin import ensure_topics
-from museflow.kafka.clients import read_topic
-from museflow.kafka.control import publish_control
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.qmap import QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.routing import Candidate, ModelRef, load_routes_yaml
-from museflow.supervise import WorkerProcess
-from museflow.topics import COMPACTED, TopicSpec, core_topics
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.reference import ReferenceDistribution
 from tests.integration.conftest import ROUTES, wait_for
 from tests.integration.test_faults import Traffic, settled, worker
 
@@ -74,7 +74,7 @@ def compaction_done(settings: Settings, topic: str, key: str) -> bool:
 
 def test_a_worker_started_after_compaction_serves_exactly_what_a_running_one_serves(
         settings: Settings, demo_models: dict[str, Path], tmp_path: Path, workers: list[WorkerProcess]) -> None:
-    from museflow.control.plane import deploy
+    from museflow.kafka.plane import deploy
 
     t = settings.topics
     ensure_topics(settings, [TopicSpec(name, 1, dict(EAGER)) for name in

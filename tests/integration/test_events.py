@@ -8,15 +8,15 @@ from collections import Counter
 from confluent_kafka import Producer
 
 from museflow.config import Settings
-from museflow.deadletter import DeadLetterWriter, Rejection
+from museflow.contracts.deadletter import DeadLetterWriter, Rejection
+from museflow.contracts.serde import Serdes
+from museflow.contracts.topics import core_topics
+from museflow.contracts.validation import EventClassifier
+from museflow.demo.loadgen import DEFAULT_TENANTS, TransactionGenerator
+from museflow.demo.malformed import BAD_KINDS
+from museflow.demo.producing import produce_events
 from museflow.kafka.admin import ensure_topics
 from museflow.kafka.clients import DeliveryReport, make_producer, read_topic
-from museflow.kafka.producing import produce_events
-from museflow.loadgen import DEFAULT_TENANTS, TransactionGenerator
-from museflow.malformed import BAD_KINDS
-from museflow.serde import Serdes
-from museflow.topics import core_topics
-from museflow.validation import EventClassifier
 
 
 def _route_bad_events(settings: Settings, serdes: Serdes, classifier: EventClassifier) -> tuple[int, int]:

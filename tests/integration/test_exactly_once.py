@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from museflow.config import Settings
-from museflow.errors import KafkaError
+from museflow.contracts.topics import TopicSpec
+from museflow.demo.supervise import WorkerProcess
+from museflow.errors import BrokerError
 from museflow.kafka.admin import ensure_topics
 from museflow.kafka.clients import make_producer, read_topic
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.supervise import WorkerProcess
-from museflow.topics import TopicSpec
 from tests.integration.test_faults import (
     Traffic,
     account,
@@ -154,7 +154,7 @@ def test_kill_9_inside_an_open_transaction_aborts_it_and_each_output_is_committe
             time.sleep(1)
             try:
                 committed, dead = values(settings, target, "read_committed"), dead_values(settings, "read_committed")
-            except KafkaError:  # the open transaction holds read_committed readers back until it is aborted
+            except BrokerError:  # the open transaction holds read_committed readers back until it is aborted
                 continue
         took = time.monotonic() - started
         uncommitted = values(settings, target, "read_uncommitted") + dead_values(settings, "read_uncommitted")

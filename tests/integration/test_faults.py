@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from museflow.config import Settings
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.producing import ProduceProgress, ProduceSummary, produce_events
+from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.clients import read_topic
-from museflow.kafka.producing import ProduceProgress, ProduceSummary, produce_events
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.supervise import WorkerProcess
 from tests.integration.conftest import topic_size, wait_for
 
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")
@@ -206,15 +206,15 @@ def test_graceful_stop_and_restart_under_load_has_no_duplicates(
           f"duplicates by when the event happened: {dict(phases)}")
     assert acc.lost == 0
     # A graceful stop finishes and commits its batches before leaving; both rebalances commit what the
-    # other worker processed before its partitions move (agents.app.RevokeCommittingConsumer): nothing
+    # other worker processed before its partitions move (museflow.agents.app.RevokeCommittingConsumer): nothing
     # is scored twice.
     assert acc.duplicates == 0, f"a graceful stop and restart redelivered: {dict(phases)}"
 
 
 def test_broker_stop_and_restart_under_load_recovers_by_itself(
         demo_models: dict[str, Path], tmp_path: Path, unique: str, workers: list[WorkerProcess]) -> None:
+    from museflow.demo.supervise import free_port
     from museflow.kafka.broker import LocalKafka
-    from museflow.supervise import free_port
 
     broker = LocalKafka(f"faults-{unique}", home=tmp_path / "kafka", port=free_port(), controller_port=free_port())
     inst = broker.start(timeout=120)
@@ -246,10 +246,10 @@ def test_broker_stop_and_restart_under_load_recovers_by_itself(
 
 
 def _deploy(settings: Settings, demo_models: dict[str, Path]) -> None:
-    from museflow.control.plane import deploy, publish_route
+    from museflow.contracts.topics import core_topics
+    from museflow.control.routing import load_routes_yaml
     from museflow.kafka.admin import ensure_topics
-    from museflow.routing import load_routes_yaml
-    from museflow.topics import core_topics
+    from museflow.kafka.plane import deploy, publish_route
     from tests.integration.conftest import ROUTES
 
     ensure_topics(settings, core_topics(settings))
@@ -261,10 +261,10 @@ def _deploy(settings: Settings, demo_models: dict[str, Path]) -> None:
 
 def test_route_change_promotion_and_map_update_during_traffic_are_applied_whole(
         settings: Settings, deployed: dict[str, Path], tmp_path: Path, workers: list[WorkerProcess]) -> None:
-    from museflow.control.plane import publish_route, read_state
+    from museflow.control.routing import ModelRef
     from museflow.kafka.control import publish_control
-    from museflow.qmap import QuantileMap
-    from museflow.routing import ModelRef
+    from museflow.kafka.plane import publish_route, read_state
+    from museflow.transform.qmap import QuantileMap
 
     w = worker(settings, tmp_path, "w").start()
     workers.append(w)
@@ -315,7 +315,7 @@ def test_a_bad_model_deployment_is_rejected_and_the_old_version_keeps_serving(
         fault: str, settings: Settings, deployed: dict[str, Path], tmp_path: Path,
         workers: list[WorkerProcess]) -> None:
     from museflow.kafka.control import control_decoder, publish_control
-    from museflow.spec import load_spec
+    from museflow.model.spec import load_spec
 
     w = worker(settings, tmp_path, "w").start()
     workers.append(w)

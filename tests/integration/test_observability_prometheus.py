@@ -26,15 +26,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.hot import hot_group
-from museflow import alerts, dashboards
+from museflow.agents.hot import hot_group
 from museflow.cli.main import _SUBCOMMANDS
 from museflow.config import Settings
 from museflow.kafka.lag import LagCollector, read_lag
+from museflow.observe import alerts, dashboards
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus")
-WORKER_AVAILABLE = "worker" in _SUBCOMMANDS and importlib.util.find_spec("agents.worker") is not None
+WORKER_AVAILABLE = "worker" in _SUBCOMMANDS and importlib.util.find_spec("museflow.agents.worker") is not None
 
 pytestmark = [
     pytest.mark.slow,
@@ -222,7 +222,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data_and_lag_equals_
     assert names == {r.name for r in alerts.rules()}, "Prometheus did not load every generated rule"
 
     # Lag: the worker commits and stops, N more events arrive, the broker's view says N. The events
-    # topic is consumed by the router's batch loop in its own group (agents.hot.hot_group).
+    # topic is consumed by the router's batch loop in its own group (museflow.agents.hot.hot_group).
     group = hot_group(settings, "router")
     proc = worker[0]
     events = settings.topics.events

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from museflow.cli.main import cli
 from museflow.config import Settings
-from museflow.control.plane import read_state
-from museflow.kafka.producing import produce_events
-from museflow.loadgen import TransactionGenerator
-from museflow.supervise import WorkerProcess
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.producing import produce_events
+from museflow.demo.supervise import WorkerProcess
+from museflow.kafka.plane import read_state
 from tests.integration.conftest import topic_size, wait_for
 
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from museflow.config import Settings
-from museflow.control.plane import publish_route, read_state
-from museflow.kafka.producing import produce_events
-from museflow.loadgen import TransactionGenerator
-from museflow.routing import ModelRef
-from museflow.scorelog import rows
-from museflow.supervise import WorkerProcess
+from museflow.contracts.scorelog import rows
+from museflow.control.routing import ModelRef
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.producing import produce_events
+from museflow.demo.supervise import WorkerProcess
+from museflow.kafka.plane import publish_route, read_state
 from tests.integration.conftest import read_records, topic_size, wait_for
 
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")

@@ -20,13 +20,13 @@ from click.testing import CliRunner
 
 from museflow.cli.main import cli
 from museflow.config import Settings
-from museflow.control.plane import set_routes
+from museflow.control.routing import ModelRef, Route
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.producing import event_key
+from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.clients import DeliveryReport, make_producer, read_topic
-from museflow.kafka.producing import event_key
+from museflow.kafka.plane import set_routes
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.routing import ModelRef, Route
-from museflow.supervise import WorkerProcess
 from tests.integration.conftest import wait_for
 from tests.integration.test_faults import TENANTS, Traffic, account
 from tests.integration.test_runtime import _set_max_message_bytes

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 from museflow.cli.main import cli
 from museflow.config import Settings
-from museflow.deadletter import DeadLetterWriter
+from museflow.contracts.deadletter import DeadLetterWriter
+from museflow.contracts.serde import Serdes
 from museflow.kafka.clients import make_producer
-from museflow.serde import Serdes
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -42,8 +42,8 @@ def test_produce_publishes_reports_and_tail_reads_back(settings: Settings) -> No
 
 
 def test_tail_shows_dead_letters_with_reason_source_and_hex(settings: Settings) -> None:
+    from museflow.contracts.topics import core_topics
     from museflow.kafka.admin import ensure_topics
-    from museflow.topics import core_topics
 
     ensure_topics(settings, core_topics(settings))
     producer = make_producer(settings)

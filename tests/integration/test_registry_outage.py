@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from museflow.config import Settings
+from museflow.contracts.serde import AvroSerde, SchemaIdResolver, Serdes
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.producing import ProduceSummary, produce_events
+from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.clients import read_topic
-from museflow.kafka.producing import ProduceSummary, produce_events
 from museflow.kafka.schema_registry import resolver_from_settings, serdes_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.serde import AvroSerde, SchemaIdResolver, Serdes
-from museflow.supervise import WorkerProcess
 from tests.integration.conftest import wait_for
 from tests.integration.test_faults import TENANTS
 from tests.registry_stub import StubRegistry

@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 
 from museflow.config import Settings
-from museflow.control.plane import promote, read_state
-from museflow.control.rehearse import rehearse
+from museflow.control.rehearsal import PREDICTION_CHECK
+from museflow.control.routing import ModelRef
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.supervise import WorkerProcess
 from museflow.errors import RefitRefused, RouteError
 from museflow.kafka.clients import make_producer, read_topic
+from museflow.kafka.plane import promote, read_state
+from museflow.kafka.rehearse import rehearse
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.rehearsal import PREDICTION_CHECK
-from museflow.routing import ModelRef
-from museflow.supervise import WorkerProcess
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -17,18 +17,18 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, b
     ConfigResource,
 )
 
-from agents.hot import hot_group
+from museflow.agents.hot import hot_group
 from museflow.config import Settings
-from museflow.control.plane import deploy
+from museflow.contracts.scorelog import rows
+from museflow.contracts.topics import core_topics, model_topic
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.producing import event_key, produce_events
+from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.admin import admin_client, ensure_topics
 from museflow.kafka.broker import locate_distribution
 from museflow.kafka.clients import DeliveryReport, make_consumer, make_producer, read_topic
-from museflow.kafka.producing import event_key, produce_events
+from museflow.kafka.plane import deploy
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.scorelog import rows
-from museflow.supervise import WorkerProcess
-from museflow.topics import core_topics, model_topic
 from tests.integration.conftest import wait_for
 from tests.integration.test_faults import TENANTS, account, settled
 from tests.unit.test_bad_input import encoded
@@ -120,8 +120,8 @@ def test_a_delivery_that_fails_for_good_stops_the_worker_with_nothing_past_its_b
 def test_fused_and_split_deployments_emit_the_same_records(
         settings: Settings, demo_models: dict[str, Path], tmp_path: Path) -> None:
     """One worker scoring in place and a router -> model topic -> scorer split give identical outputs."""
-    from museflow.control.plane import publish_route
-    from museflow.routing import load_routes_yaml
+    from museflow.control.routing import load_routes_yaml
+    from museflow.kafka.plane import publish_route
     from tests.integration.conftest import ROUTES
 
     serde_events = serdes_from_settings(settings).events
@@ -171,8 +171,8 @@ def test_fused_and_split_deployments_emit_the_same_records(
 def test_a_model_name_deployed_while_the_scorer_runs_is_scored_without_restart(
         settings: Settings, demo_models: dict[str, Path], start_worker: Callable[..., WorkerProcess]) -> None:
     """A split scorer subscribes to model topics by pattern: a new model name needs no restart."""
-    from museflow.control.plane import publish_route
-    from museflow.routing import load_routes_yaml
+    from museflow.control.routing import load_routes_yaml
+    from museflow.kafka.plane import publish_route
 
     ensure_topics(settings, core_topics(settings))
     deploy(settings, str(demo_models["fraud-cnp@1"]))

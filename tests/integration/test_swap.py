@@ -27,16 +27,16 @@ from click.testing import CliRunner
 
 from museflow.cli.main import cli
 from museflow.config import Settings
-from museflow.control.plane import deploy, promote, publish_route, read_state
+from museflow.contracts.topics import core_topics
+from museflow.control.routing import Candidate, ModelRef, Route
+from museflow.demo.loadgen import DEFAULT_TENANTS, TransactionGenerator
+from museflow.demo.producing import produce_events
+from museflow.demo.supervise import WorkerProcess
 from museflow.errors import RouteError
 from museflow.kafka.admin import ensure_topics
-from museflow.kafka.producing import produce_events
+from museflow.kafka.plane import deploy, promote, publish_route, read_state
 from museflow.kafka.scorelog import read_score_log
-from museflow.loadgen import DEFAULT_TENANTS, TransactionGenerator
-from museflow.routing import Candidate, ModelRef, Route
-from museflow.supervise import WorkerProcess
-from museflow.swapreport import build_swap_report
-from museflow.topics import core_topics
+from museflow.observe.swapreport import build_swap_report
 from tests.integration.conftest import topic_size, wait_for
 
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")
@@ -167,7 +167,7 @@ def evaluate_published_maps(state: object, demo_models: dict[str, Path]) -> set[
     """Alert rates before (v1 + its map) and after (v2 + its map) on a large fresh sample."""
     import numpy as np
 
-    from museflow.registry import ModelRegistry
+    from museflow.model.registry import ModelRegistry
 
     registry = ModelRegistry()
     v1, v2 = registry.load(demo_models["fraud-cnp@1"]), registry.load(demo_models["fraud-cnp@2"])

@@ -24,11 +24,11 @@ from click.testing import CliRunner
 
 from museflow.cli.main import cli
 from museflow.config import Settings
-from museflow.errors import KafkaError
+from museflow.control.state import PipelineState
+from museflow.demo.supervise import WorkerProcess
+from museflow.errors import BrokerError
 from museflow.kafka.broker import BrokerInstance, LocalKafka, TlsFiles
-from museflow.metrics import PipelineMetrics
-from museflow.state import PipelineState
-from museflow.supervise import WorkerProcess
+from museflow.observe.metrics import PipelineMetrics
 from tests.integration.test_faults import Traffic, _deploy, settled
 from tests.integration.test_security import exercise_every_client
 from tests.registry_stub import StubRegistry
@@ -79,15 +79,15 @@ FAIL_WITHIN = 3.0
 
 def every_client_fails(settings: Settings, tmp_path: Path) -> None:
     """Admin, producer, consumer, lag reader and control follower each fail with ``settings``."""
+    from museflow.contracts.serde import Serdes
     from museflow.kafka.admin import existing_topics
     from museflow.kafka.clients import read_topic
     from museflow.kafka.control import ControlFollower, control_decoder, publish_control
     from museflow.kafka.lag import read_lag
-    from museflow.serde import Serdes
 
-    with pytest.raises(KafkaError):
+    with pytest.raises(BrokerError):
         existing_topics(settings, timeout=FAIL_WITHIN)
-    with pytest.raises(KafkaError):
+    with pytest.raises(BrokerError):
         publish_control(settings, settings.topics.routes, "k", b"v", timeout=FAIL_WITHIN)
     with pytest.raises(Exception, match=r"(?i)ssl|transport|timed out"):
         read_topic(settings, settings.topics.routes, timeout=FAIL_WITHIN)
@@ -121,9 +121,9 @@ def test_no_silent_fallback_without_the_ca_or_without_tls(
     tls_on_plaintext_port = tls_settings(ssl_broker, tmp_path, ca.cafile).replace(
         bootstrap_servers=ssl_broker.bootstrap)
     for settings in (system_trust, plaintext_on_ssl_port, tls_on_plaintext_port):
-        with pytest.raises(KafkaError):
+        with pytest.raises(BrokerError):
             existing_topics(settings, timeout=FAIL_WITHIN)
-        with pytest.raises(KafkaError):
+        with pytest.raises(BrokerError):
             publish_control(settings, settings.topics.routes, "k", b"v", timeout=FAIL_WITHIN)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from museflow.config import Settings
+from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.admin import existing_topics
-from museflow.supervise import WorkerProcess
 
 
 def test_a_lag_only_worker_provisions_topics_and_becomes_ready(

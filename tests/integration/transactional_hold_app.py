@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from museflow.config import Settings
-from museflow.deadletter import DeadLetterReason, DeadLetterWriter
+from museflow.contracts.deadletter import DeadLetterReason, DeadLetterWriter
 from museflow.kafka import loop as batch_loop
 from museflow.kafka.schema_registry import serdes_from_settings
-from museflow.pipeline import DeadLetterRequest, InMessage, OutMessage, StepResult
+from museflow.runtime.pipeline import DeadLetterRequest, InMessage, OutMessage, StepResult
 
 source, target, marker, hold_at = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 settings = Settings.from_env(processing_guarantee="exactly_once")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from faust.types import TP
 
-from agents.app import RevokeCommittingConsumer, create_app
+from museflow.agents.app import RevokeCommittingConsumer, create_app
 from museflow.config import Settings
 
 

@@ -19,15 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from museflow.config import TopicNames
-from museflow.deadletter import DeadLetterReason, DeadLetterWriter
+from museflow.contracts.deadletter import DeadLetterReason, DeadLetterWriter
+from museflow.contracts.serde import Serdes
+from museflow.contracts.validation import validate_event
+from museflow.control.routing import load_routes_yaml
+from museflow.control.state import PipelineState
+from museflow.demo.loadgen import TransactionGenerator
 from museflow.errors import RouteError, SpecError
-from museflow.loadgen import TransactionGenerator
-from museflow.metrics import PipelineMetrics
-from museflow.pipeline import H_SERVE, InMessage, RouterStep, ScorerStep
-from museflow.routing import load_routes_yaml
-from museflow.serde import Serdes
-from museflow.state import PipelineState
-from museflow.validation import validate_event
+from museflow.observe.metrics import PipelineMetrics
+from museflow.runtime.pipeline import H_SERVE, InMessage, RouterStep, ScorerStep
 
 TOPICS = TopicNames("u.")
 ROUTES = """
@@ -54,7 +54,7 @@ class Outcome:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[list[bytes | None]], Outcome]]:
-    from museflow.demo_models import train_demo_models
+    from museflow.demo.models import train_demo_models
 
     models = train_demo_models(tmp_path_factory.mktemp("models"), seed=3, n_events=4000)
     metrics = PipelineMetrics()
@@ -257,7 +257,7 @@ def test_bad_route_yaml_is_refused_with_a_route_error(text_: str) -> None:
 ])
 def test_bad_model_spec_yaml_is_refused_and_what_serves_keeps_serving(
         spec: str, pipeline: Callable[[list[bytes | None]], Outcome], tmp_path: Path) -> None:
-    from museflow.spec import parse_spec
+    from museflow.model.spec import parse_spec
 
     with pytest.raises(SpecError):
         parse_spec(spec, base_dir=tmp_path)

@@ -11,11 +11,11 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from museflow.config import Settings
-from museflow.deadletter import DeadLetterWriter
+from museflow.contracts.deadletter import DeadLetterWriter
 from museflow.errors import DependencyUnavailable
 from museflow.kafka import loop as batch_loop
 from museflow.kafka.loop import BatchLoop, DeliveryFailed, LoopHooks
-from museflow.pipeline import DeadLetterRequest, InMessage, OutMessage, StepResult
+from museflow.runtime.pipeline import DeadLetterRequest, InMessage, OutMessage, StepResult
 
 TOPIC = "in"
 

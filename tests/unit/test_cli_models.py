@@ -21,7 +21,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_demo_writes_the_demo_routes_that_routes_set_accepts(demo_dir: Path) -> None:
-    from museflow.routing import ModelRef, load_routes_yaml
+    from museflow.control.routing import ModelRef, load_routes_yaml
 
     routes = load_routes_yaml(demo_dir / "routes.yaml")
     assert {(r.tenant, r.intent) for r in routes} == {(t, i) for t in ("acme-bank", "globex-pay", "initech-fin")

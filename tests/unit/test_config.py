@@ -67,12 +67,12 @@ def test_schema_registry_url_credentials_are_masked_in_repr_but_reach_the_client
 
 
 def test_a_registry_error_names_no_credentials() -> None:
-    from museflow.errors import KafkaError
+    from museflow.demo.supervise import free_port
+    from museflow.errors import BrokerError
     from museflow.kafka.schema_registry import resolver_from_settings
-    from museflow.supervise import free_port
 
     resolver = resolver_from_settings(Settings(schema_registry_url=f"http://alice:s3cr3t@127.0.0.1:{free_port()}"))
     assert resolver is not None
-    with pytest.raises(KafkaError) as info:
+    with pytest.raises(BrokerError) as info:
         resolver.lookup(1)
     assert "s3cr3t" not in str(info.value) and "s3cr3t" not in repr(info.value.__cause__)

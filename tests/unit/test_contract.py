@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from museflow.contract import (
+from museflow.control.contract import (
     AlertRateWatch,
     Contract,
     Credibility,
@@ -18,9 +18,9 @@ from museflow.contract import (
     credibility,
     judge,
 )
-from museflow.qmap import QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.refit import ExactSample, fit_map
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.reference import ReferenceDistribution
+from museflow.transform.refit import ExactSample, fit_map
 
 UNIFORM = ReferenceDistribution.uniform("pct", 1)
 CONTRACT = Contract()

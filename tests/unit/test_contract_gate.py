@@ -1,4 +1,4 @@
-"""The promotion gate's judgement of one map (``museflow.contract.judge_fit``) and its table."""
+"""The promotion gate's judgement of one map (``museflow.control.contract.judge_fit``) and its table."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from museflow.contract import Contract, ContractReport, judge_fit
-from museflow.qmap import QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.refit import ExactSample, fit_map
+from museflow.control.contract import Contract, ContractReport, judge_fit
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.reference import ReferenceDistribution
+from museflow.transform.refit import ExactSample, fit_map
 
 REF = ReferenceDistribution.uniform("pct", 1)
 CONTRACT = Contract()

@@ -19,13 +19,13 @@ import pytest
 
 from museflow.config import Settings
 from museflow.control.keys import control_key, record_digest
-from museflow.control.plane import deployment_record
+from museflow.control.routing import Candidate, ModelRef, Route
+from museflow.control.state import PipelineState, resolve_artifact
 from museflow.errors import ArtifactError
-from museflow.metrics import PipelineMetrics
-from museflow.qmap import QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.routing import Candidate, ModelRef, Route
-from museflow.state import PipelineState, resolve_artifact
+from museflow.kafka.plane import deployment_record
+from museflow.observe.metrics import PipelineMetrics
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.reference import ReferenceDistribution
 
 V1, V2 = ModelRef("fraud-cnp", "1"), ModelRef("fraud-cnp", "2")
 CNP = "card-not-present"
@@ -35,7 +35,7 @@ Entry = tuple[str, str, dict[str, Any] | None, str, str | None]  # kind, key, re
 
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from museflow.demo_models import train_demo_models
+    from museflow.demo.models import train_demo_models
 
     out = tmp_path_factory.mktemp("specs")
     return {f"{m.name}@{m.version}": m.spec_path for m in train_demo_models(out, seed=3, n_events=4000)}
@@ -224,9 +224,9 @@ def test_a_retired_version_stays_retired_whatever_the_order(specs: dict[str, Pat
 
 def test_the_scorer_maps_by_the_route_version_the_router_stamped(specs: dict[str, Path], tmp_path: Path) -> None:
     from museflow.config import TopicNames
-    from museflow.pipeline import H_ROUTE, H_SERVE, InMessage, RouterStep, ScorerStep
-    from museflow.serde import Serdes
-    from museflow.validation import validate_event
+    from museflow.contracts.serde import Serdes
+    from museflow.contracts.validation import validate_event
+    from museflow.runtime.pipeline import H_ROUTE, H_SERVE, InMessage, RouterStep, ScorerStep
     from tests.unit.test_bad_input import encoded
 
     settings = Settings(model_dir=str(tmp_path / "models"))

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from museflow.deadletter import DeadLetterReason, DeadLetterWriter, Rejection
-from museflow.schemas import load_schema
-from museflow.serde import Serdes
+from museflow.contracts.deadletter import DeadLetterReason, DeadLetterWriter, Rejection
+from museflow.contracts.schemas import load_schema
+from museflow.contracts.serde import Serdes
 
 
 class Sink:

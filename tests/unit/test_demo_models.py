@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from museflow.demo_models import DemoModel, roc_auc, train_demo, train_demo_models
-from museflow.loadgen import TransactionGenerator
-from museflow.registry import ModelRegistry
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.models import DemoModel, roc_auc, train_demo, train_demo_models
+from museflow.model.registry import ModelRegistry
 
 
 @pytest.fixture(scope="module")

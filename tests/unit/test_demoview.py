@@ -8,7 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 
-from museflow.demoview import (
+from museflow.demo.loadgen import DEFAULT_TENANTS
+from museflow.demo.view import (
     WATCH_RATES,
     DemoStatus,
     MetricsSnapshot,
@@ -22,9 +23,8 @@ from museflow.demoview import (
     tenant_views,
 )
 from museflow.errors import ConfigError
-from museflow.loadgen import DEFAULT_TENANTS
-from museflow.metrics import LATENCY_BUCKETS, PipelineMetrics
-from museflow.monitoring import threshold_label
+from museflow.observe.metrics import LATENCY_BUCKETS, PipelineMetrics
+from museflow.observe.monitoring import threshold_label
 
 
 def exposition(events: int, latencies: list[float], *, shadow: int = 0, dead: int = 0) -> str:

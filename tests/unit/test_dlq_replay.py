@@ -8,8 +8,8 @@ import click
 import pytest
 
 from museflow.cli.dlq import parse_moment
-from museflow.deadletter import DeadLetterWriter, ReplaySelection
-from museflow.serde import Serdes
+from museflow.contracts.deadletter import DeadLetterWriter, ReplaySelection
+from museflow.contracts.serde import Serdes
 
 NOW = 1_800_000_000_000
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from museflow.drift import DriftBins, DriftWindow, alert_rates, jensen_shannon, psi
-from museflow.reference import ReferenceDistribution
+from museflow.observe.drift import DriftBins, DriftWindow, alert_rates, jensen_shannon, psi
+from museflow.transform.reference import ReferenceDistribution
 
 REF = ReferenceDistribution.beta("cnp", 1, 2.0, 30.0)
 

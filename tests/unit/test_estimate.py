@@ -13,7 +13,8 @@ import numpy.typing as npt
 import pytest
 
 from museflow.errors import RefitRefused, ValidationError
-from museflow.estimate import (
+from museflow.model.scoring import posterior_correction
+from museflow.observe.estimate import (
     EstimateWindow,
     Expected,
     TenantScores,
@@ -28,9 +29,8 @@ from museflow.estimate import (
     reliability_curve,
     scores_by_tenant,
 )
-from museflow.performance import confusion_at
-from museflow.scoring import posterior_correction
-from museflow.window import BucketRing
+from museflow.observe.performance import confusion_at
+from museflow.observe.window import BucketRing
 from tests.bench_scripts import load_bench_script
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from museflow.features import FeatureBuilder
-from museflow.spec import ModelSpec, spec_from_mapping
+from museflow.model.features import FeatureBuilder
+from museflow.model.spec import ModelSpec, spec_from_mapping
 
 
 def spec_with(*features: dict[str, Any]) -> ModelSpec:

@@ -7,8 +7,8 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry, Counter
 
-from museflow.http_server import start_http_server
-from museflow.metrics import PipelineMetrics
+from museflow.observe.http_server import start_http_server
+from museflow.observe.metrics import PipelineMetrics
 
 
 def get(url: str) -> tuple[int, str]:

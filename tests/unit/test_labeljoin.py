@@ -7,8 +7,8 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry
 
-from museflow.labeljoin import ALL_COHORTS, OTHER_COHORT, LabelJoin, LabelMetrics
-from museflow.performance import auc
+from museflow.observe.label_join import ALL_COHORTS, OTHER_COHORT, LabelJoin, LabelMetrics
+from museflow.observe.performance import auc
 
 DAY = 86400.0
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from fastavro.validation import validate_many
 
-from museflow.errors import ConfigError
-from museflow.loadgen import (
+from museflow.contracts.schemas_path import load_avro_schema
+from museflow.demo.loadgen import (
     ACCOUNT_TAKEOVER,
     CARD_NOT_PRESENT,
     DEFAULT_TENANTS,
@@ -19,7 +19,7 @@ from museflow.loadgen import (
     TenantProfile,
     TransactionGenerator,
 )
-from museflow.schemas_path import load_avro_schema
+from museflow.errors import ConfigError
 
 START = 1_700_000_000_000
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from museflow.drift import DriftBins, alert_rates
-from museflow.metrics import PipelineMetrics
-from museflow.monitoring import ScoreMonitor, threshold_label
-from museflow.reference import ReferenceDistribution
+from museflow.observe.drift import DriftBins, alert_rates
+from museflow.observe.metrics import PipelineMetrics
+from museflow.observe.monitoring import ScoreMonitor, threshold_label
+from museflow.transform.reference import ReferenceDistribution
 
 
 class Clock:
@@ -195,7 +195,7 @@ def test_two_intents_on_different_references_keep_their_own_windows(setup) -> No
 
 
 def test_corrected_probabilities_publish_cbpe_and_base_rate_per_tenant_and_threshold(setup) -> None:  # type: ignore[no-untyped-def]
-    from museflow.estimate import expected_confusion
+    from museflow.observe.estimate import expected_confusion
 
     metrics, monitor, _clock = setup
     p = np.array([0.9, 0.6, 0.2, 0.1, 0.05])
@@ -286,7 +286,7 @@ def test_observe_with_corrected_probabilities_stays_cheap() -> None:
 
 
 def test_a_candidate_gets_its_own_estimate_per_model_and_loses_it_when_it_stops_scoring(setup) -> None:  # type: ignore[no-untyped-def]
-    from museflow.estimate import expected_confusion
+    from museflow.observe.estimate import expected_confusion
 
     metrics, monitor, clock = setup
     p = np.array([0.9, 0.6, 0.2, 0.1, 0.05])
@@ -308,8 +308,8 @@ def test_a_candidate_gets_its_own_estimate_per_model_and_loses_it_when_it_stops_
 
 
 def test_the_watch_reports_a_breach_of_the_served_alert_rate_once_per_route_version_and_restarts() -> None:
-    from museflow.contract import AlertRateWatch, Contract
-    from museflow.monitoring import RouteBreach
+    from museflow.control.contract import AlertRateWatch, Contract
+    from museflow.observe.monitoring import RouteBreach
 
     metrics = PipelineMetrics()
     metrics.set_known(["acme"], ["cnp"])

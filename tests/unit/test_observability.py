@@ -12,8 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from museflow import alerts, dashboards
 from museflow.cli.observe import export, outputs
+from museflow.observe import alerts, dashboards
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from museflow.errors import ValidationError
-from museflow.performance import auc, confusion_at, precision_recall_f1, recall_at_alert_rate
+from museflow.observe.performance import auc, confusion_at, precision_recall_f1, recall_at_alert_rate
 
 SCORES = [0.9, 0.8, 0.7, 0.6, 0.55, 0.4, 0.3, 0.2]
 LABELS = [1, 1, 0, 1, 0, 0, 1, 0]

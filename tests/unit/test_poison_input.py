@@ -19,10 +19,14 @@ from typing import Any
 import pytest
 
 from museflow.config import TopicNames
-from museflow.demo_models import SHOWCASE_ROUTES, train_demo_models
-from museflow.loadgen import TransactionGenerator
-from museflow.metrics import PipelineMetrics
-from museflow.pipeline import (
+from museflow.contracts.serde import Serdes
+from museflow.contracts.validation import validate_event
+from museflow.control.routing import load_routes_yaml
+from museflow.control.state import PipelineState
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.models import SHOWCASE_ROUTES, train_demo_models
+from museflow.observe.metrics import PipelineMetrics
+from museflow.runtime.pipeline import (
     H_INGEST,
     H_ROLE,
     H_ROUTE,
@@ -38,10 +42,6 @@ from museflow.pipeline import (
     drop_oversize,
     record_size,
 )
-from museflow.routing import load_routes_yaml
-from museflow.serde import Serdes
-from museflow.state import PipelineState
-from museflow.validation import validate_event
 
 TOPICS = TopicNames("u.")
 TIMING = ("scored_at", "latency_ms", "timings")

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from museflow.errors import MapError
-from museflow.performance import auc, recall_at_alert_rate
-from museflow.qmap import MapStore, QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.refit import fit_map
-from museflow.sketch import WindowedSketch
+from museflow.observe.performance import auc, recall_at_alert_rate
+from museflow.transform.qmap import MapStore, QuantileMap
+from museflow.transform.reference import ReferenceDistribution
+from museflow.transform.refit import fit_map
+from museflow.transform.sketch import WindowedSketch
 
 RATES = (0.05, 0.01, 0.005, 0.001)
 # Relative tolerance on the alert rate after fitting on 1e6 scores and measuring on 2e6 fresh ones:

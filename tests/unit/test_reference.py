@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from museflow.errors import MapError
-from museflow.reference import ReferenceDistribution, probability_grid
+from museflow.transform.reference import ReferenceDistribution, probability_grid
 
 
 def test_grid_is_dense_in_the_upper_tail() -> None:

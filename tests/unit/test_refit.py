@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from museflow.errors import RefitRefused
-from museflow.qmap import QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.refit import RefitPolicy, Refitter, alert_rate_on, fit_map
-from museflow.sketch import WindowedSketch
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.reference import ReferenceDistribution
+from museflow.transform.refit import RefitPolicy, Refitter, alert_rate_on, fit_map
+from museflow.transform.sketch import WindowedSketch
 
 REF = ReferenceDistribution.uniform("pct", 1)
 WATCH = (0.95, 0.99, 0.995)

@@ -12,11 +12,11 @@ import pytest
 import xgboost as xgb
 import yaml
 
+from museflow.demo.loadgen import TransactionGenerator
 from museflow.errors import ArtifactError, SpecError
-from museflow.features import FeatureBuilder
-from museflow.loadgen import TransactionGenerator
-from museflow.registry import ModelRegistry, UnknownModelError
-from museflow.spec import spec_from_mapping
+from museflow.model.features import FeatureBuilder
+from museflow.model.registry import ModelRegistry, UnknownModelError
+from museflow.model.spec import spec_from_mapping
 
 FEATURES: list[dict[str, Any]] = [
     {"name": "log_amount", "source": "amount", "type": "float", "default": 0.0, "transform": "log1p"},

@@ -9,10 +9,10 @@ import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from museflow.config import Settings
-from museflow.errors import DependencyUnavailable, KafkaError
+from museflow.contracts.serde import AvroSerde, Serdes
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.errors import BrokerError, DependencyUnavailable
 from museflow.kafka.schema_registry import ConfluentSchemaIdResolver, resolver_from_settings
-from museflow.loadgen import TransactionGenerator
-from museflow.serde import AvroSerde, Serdes
 from tests.registry_stub import StubRegistry
 
 
@@ -51,7 +51,7 @@ def test_a_5xx_or_throttled_answer_is_the_registry_being_unavailable(status: int
 def test_a_refusal_is_a_plain_kafka_error_not_an_outage(status: int) -> None:
     resolver = ConfluentSchemaIdResolver(Refusing(SchemaRegistryError(status, status * 100 + 1, "no")), "http://r")
     for call in (lambda: resolver.lookup(7), lambda: resolver.register("s", '{"type": "string"}')):
-        with pytest.raises(KafkaError) as raised:
+        with pytest.raises(BrokerError) as raised:
             call()
         assert not isinstance(raised.value, DependencyUnavailable)
 

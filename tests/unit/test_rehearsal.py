@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from museflow.loadgen import TransactionGenerator
-from museflow.metrics import PipelineMetrics
-from museflow.rehearsal import (
+from museflow.control.rehearsal import (
     PREDICTION_CHECK,
     Rehearsal,
     build_report,
@@ -20,8 +18,10 @@ from museflow.rehearsal import (
     wilson,
     write_report,
 )
-from museflow.routing import ModelRef, Route
-from museflow.state import PipelineState
+from museflow.control.routing import ModelRef, Route
+from museflow.control.state import PipelineState
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.observe.metrics import PipelineMetrics
 
 V1, V2 = ModelRef("fraud-cnp", "1"), ModelRef("fraud-cnp", "2")
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")
@@ -30,7 +30,7 @@ CNP = "card-not-present"
 
 @pytest.fixture(scope="module")
 def state(tmp_path_factory: pytest.TempPathFactory) -> PipelineState:
-    from museflow.demo_models import train_demo_models
+    from museflow.demo.models import train_demo_models
 
     out = tmp_path_factory.mktemp("models")
     state = PipelineState(model_dir=out, metrics=PipelineMetrics())
@@ -134,7 +134,7 @@ def test_spearman_and_wilson_match_their_definitions() -> None:
 
 def test_a_rehearsal_map_is_compared_with_the_shadow_map_on_the_shadow_traffic(state: PipelineState) -> None:
     """Same traffic: the rehearsal map gives the target rates; traffic that moved up: it alerts more."""
-    from museflow.refit import ExactSample, fit_map
+    from museflow.transform.refit import ExactSample, fit_map
 
     reference = state.reference("uniform@1")
     rng = np.random.default_rng(0)

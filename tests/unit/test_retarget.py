@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from museflow.qmap import MapStore, QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.refit import RefitPolicy, Refitter
+from museflow.transform.qmap import MapStore, QuantileMap
+from museflow.transform.reference import ReferenceDistribution
+from museflow.transform.refit import RefitPolicy, Refitter
 
 
 def qmap(tenant: str | None, reference: str, version: int = 1) -> QuantileMap:

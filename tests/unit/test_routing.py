@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from museflow.control.routing import Candidate, ModelRef, Route, RouteTable, load_routes_yaml
 from museflow.errors import RouteError
-from museflow.routing import Candidate, ModelRef, Route, RouteTable, load_routes_yaml
 
 V1, V2, ATO = ModelRef("fraud-cnp", "1"), ModelRef("fraud-cnp", "2"), ModelRef("ato", "1")
 

@@ -12,8 +12,7 @@ from typing import Any
 import avro.schema
 import pytest
 
-from museflow.errors import SchemaError
-from museflow.schemas import (
+from museflow.contracts.schemas import (
     SCHEMA_NAMES,
     canonical_form,
     check_backward_compatible,
@@ -22,7 +21,8 @@ from museflow.schemas import (
     load_schema,
     schema_dir_listing,
 )
-from museflow.schemas_path import avro_schema_path
+from museflow.contracts.schemas_path import avro_schema_path
+from museflow.errors import SchemaError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,9 +161,9 @@ def test_each_schema_reads_data_written_with_its_previous_committed_version(name
 
 
 def test_core_records_match_the_schemas() -> None:
-    from museflow.qmap import QuantileMap
-    from museflow.reference import ReferenceDistribution
-    from museflow.serde import Serdes
+    from museflow.contracts.serde import Serdes
+    from museflow.transform.qmap import QuantileMap
+    from museflow.transform.reference import ReferenceDistribution
 
     serdes = Serdes()
     qmap = QuantileMap.identity("fraud-cnp", "2", "acme-bank", "card-not-present")
@@ -174,8 +174,8 @@ def test_core_records_match_the_schemas() -> None:
 
 
 def test_route_records_match_the_schema() -> None:
-    from museflow.routing import Candidate, ModelRef, Route
-    from museflow.serde import Serdes
+    from museflow.contracts.serde import Serdes
+    from museflow.control.routing import Candidate, ModelRef, Route
 
     route = Route("acme-bank", "card-not-present", ModelRef("fraud-cnp", "1"), version=4,
                   candidates=(Candidate(ModelRef("fraud-cnp", "2"), "shadow", 0.25),),

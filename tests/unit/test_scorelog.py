@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from museflow.config import TopicNames
-from museflow.demo_models import SHOWCASE_ROUTES, train_demo_models
-from museflow.loadgen import TransactionGenerator
-from museflow.metrics import PipelineMetrics
-from museflow.pipeline import FusedStep, InMessage, RouterStep, ScorerStep
-from museflow.routing import load_routes_yaml
-from museflow.scorelog import ROW_FIELDS, rows
-from museflow.serde import Serdes
-from museflow.state import PipelineState
-from museflow.validation import validate_event
+from museflow.contracts.scorelog import ROW_FIELDS, rows
+from museflow.contracts.serde import Serdes
+from museflow.contracts.validation import validate_event
+from museflow.control.routing import load_routes_yaml
+from museflow.control.state import PipelineState
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.models import SHOWCASE_ROUTES, train_demo_models
+from museflow.observe.metrics import PipelineMetrics
+from museflow.runtime.pipeline import FusedStep, InMessage, RouterStep, ScorerStep
 
 TOPICS = TopicNames("u.")
 

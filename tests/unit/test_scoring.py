@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from museflow.demo.loadgen import TransactionGenerator
 from museflow.errors import SpecError
-from museflow.features import FeatureBuilder
-from museflow.loadgen import TransactionGenerator
-from museflow.registry import load_model
-from museflow.scoring import LoadedModel, posterior_correction
-from museflow.spec import ModelSpec, spec_from_mapping
+from museflow.model.features import FeatureBuilder
+from museflow.model.registry import load_model
+from museflow.model.scoring import LoadedModel, posterior_correction
+from museflow.model.spec import ModelSpec, spec_from_mapping
 
 FEATURES: list[dict[str, Any]] = [
     {"name": "log_amount", "source": "amount", "type": "float", "default": 0.0, "transform": "log1p"},

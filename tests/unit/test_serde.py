@@ -17,14 +17,14 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from museflow.deadletter import DeadLetterReason, Rejection
+from museflow.contracts.deadletter import DeadLetterReason, Rejection
+from museflow.contracts.schemas import SCHEMA_NAMES, fingerprint, load_schema
+from museflow.contracts.serde import SINGLE_OBJECT_MAGIC, AvroSerde, Serdes, framing_of
+from museflow.contracts.validation import EventClassifier, EventLimits, validate_event
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.demo.malformed import BAD_KINDS, make_bad_event
 from museflow.errors import SchemaError, SerializationError, ValidationError
 from museflow.kafka.schema_registry import ConfluentSchemaIdResolver
-from museflow.loadgen import TransactionGenerator
-from museflow.malformed import BAD_KINDS, make_bad_event
-from museflow.schemas import SCHEMA_NAMES, fingerprint, load_schema
-from museflow.serde import SINGLE_OBJECT_MAGIC, AvroSerde, Serdes, framing_of
-from museflow.validation import EventClassifier, EventLimits, validate_event
 
 NOW_MS = 1_780_000_000_000
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from museflow.errors import SerializationError
-from museflow.sketch import WindowedSketch
+from museflow.transform.sketch import WindowedSketch
 
 TAIL_QS = np.array([0.95, 0.99, 0.995, 0.999])
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from museflow.errors import SpecError
-from museflow.spec import (
+from museflow.model.spec import (
     Bucketize,
     Clip,
     Log1p,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from museflow.errors import KafkaError
+from museflow.errors import BrokerError
 from museflow.kafka.offsets import _groups
 
 
@@ -43,6 +43,6 @@ def test_a_timeout_and_a_partial_listing_are_asked_again_not_trusted() -> None:
 
 def test_a_listing_that_never_completes_fails_clearly() -> None:
     admin = FlakyAdmin([listing(["a-router"], ("broker 2: timed out",))])
-    with pytest.raises(KafkaError, match=r"cannot list consumer groups .* broker 2: timed out"):
+    with pytest.raises(BrokerError, match=r"cannot list consumer groups .* broker 2: timed out"):
         _groups(admin, patience=0.05, pause=0.01)  # type: ignore[arg-type]
     assert admin.calls >= 2

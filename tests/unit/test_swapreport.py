@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from museflow.qmap import QuantileMap
-from museflow.reference import ReferenceDistribution
-from museflow.swapreport import build_swap_report, write_report
+from museflow.observe.swapreport import build_swap_report, write_report
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.reference import ReferenceDistribution
 
 
 def records(model: str, version: str, raw: np.ndarray, mapped: np.ndarray, tenant: str = "acme-bank",

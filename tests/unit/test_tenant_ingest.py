@@ -16,14 +16,9 @@ from typing import Any
 import pytest
 
 from museflow.config import Settings, TopicNames
-from museflow.deadletter import DeadLetterReason, DeadLetterWriter
-from museflow.loadgen import TransactionGenerator
-from museflow.metrics import PipelineMetrics
-from museflow.pipeline import InMessage, RouterStep, StepResult
-from museflow.routing import load_routes_yaml
-from museflow.serde import Serdes
-from museflow.state import PipelineState
-from museflow.topics import (
+from museflow.contracts.deadletter import DeadLetterReason, DeadLetterWriter
+from museflow.contracts.serde import Serdes
+from museflow.contracts.topics import (
     EVENT_MAX_BYTES,
     configured_max_bytes,
     core_topics,
@@ -32,7 +27,12 @@ from museflow.topics import (
     ingest_topic,
     ingest_topic_name,
 )
-from museflow.validation import validate_event
+from museflow.contracts.validation import validate_event
+from museflow.control.routing import load_routes_yaml
+from museflow.control.state import PipelineState
+from museflow.demo.loadgen import TransactionGenerator
+from museflow.observe.metrics import PipelineMetrics
+from museflow.runtime.pipeline import InMessage, RouterStep, StepResult
 
 TOPICS = TopicNames("u.")
 NOW_MS = int(time.time() * 1000)

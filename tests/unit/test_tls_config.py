@@ -46,7 +46,7 @@ def test_ssl_settings_survive_the_trip_to_a_worker_process(ca: TestCa) -> None:
 def test_the_faust_app_gets_an_ssl_context_trusting_the_ca(ca: TestCa) -> None:
     import faust
 
-    from agents.app import create_app
+    from museflow.agents.app import create_app
 
     app = create_app(tls_settings(ca, client_cert=True, data_dir=str(ca.cafile.parent / "data")))
     creds = app.conf.broker_credentials
@@ -93,9 +93,9 @@ def test_the_private_key_never_shows_in_repr(ca: TestCa) -> None:
 def test_serdes_register_and_resolve_over_https_with_the_ca_and_refuse_an_unrelated_one(
         ca: TestCa, tmp_path: Path) -> None:
     """A real TLS handshake with the stub registry: the CA is what makes it work, no fallback without it."""
-    from museflow.errors import KafkaError
+    from museflow.demo.loadgen import TransactionGenerator
+    from museflow.errors import BrokerError
     from museflow.kafka.schema_registry import resolver_from_settings, serdes_from_settings
-    from museflow.loadgen import TransactionGenerator
     from tests.registry_stub import StubRegistry
 
     registry = StubRegistry(ssl_context=ca.server_context()).start()
@@ -114,7 +114,7 @@ def test_serdes_register_and_resolve_over_https_with_the_ca_and_refuse_an_unrela
             wrong = Settings(security_protocol="SSL", ssl_cafile=cafile, schema_registry_url=registry.url)
             resolver = resolver_from_settings(wrong)
             assert resolver is not None
-            with pytest.raises(KafkaError, match="CERTIFICATE_VERIFY_FAILED") as refused:
+            with pytest.raises(BrokerError, match="CERTIFICATE_VERIFY_FAILED") as refused:
                 resolver.register("io.museflow.events.TransactionEvent", writer.events.schema_json)
             # a misconfiguration, not an outage: the hot loop must fail, not wait for it forever
             assert not isinstance(refused.value, DependencyUnavailable)

@@ -10,8 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import ConfigEntry  # type: ignore[attr-defined]  # exported, but not in its __all__
 
 from museflow.config import Settings
-from museflow.kafka.limits import TopicLimits
-from museflow.topics import (
+from museflow.contracts.topics import (
     DEAD_LETTER_MAX_BYTES,
     EVENT_MAX_BYTES,
     TopicSpec,
@@ -20,6 +19,7 @@ from museflow.topics import (
     tenant_topic,
     verdicts_topic,
 )
+from museflow.kafka.limits import TopicLimits
 
 
 def _every_topic(settings: Settings) -> list[TopicSpec]:

@@ -1,0 +1,1 @@
+"""Data contracts: Avro schemas and serde, event validation, dead-letter reasons, topic names."""

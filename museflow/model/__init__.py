@@ -1,0 +1,1 @@
+"""The model: spec, features, registry of artifacts, batch scoring."""

@@ -1,0 +1,1 @@
+"""Observation: metrics, drift, label-free and labelled performance, alerts, dashboards, swap reports."""

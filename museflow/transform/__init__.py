@@ -1,0 +1,1 @@
+"""The two-level score transform: quantile maps, sketches, references, refits."""
