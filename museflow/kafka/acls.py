@@ -17,11 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
 
 from museflow.config import Settings
 from museflow.contracts.topics import ingest_topic_name
 from museflow.control.routing import validate_name
 from museflow.errors import BrokerError, ConfigError
+
+E = TypeVar("E", bound=Enum)
 
 __all__ = ["GROUP_SEPARATOR", "AclRule", "apply_rules", "kafka_acls_commands", "platform_rules",
            "tenant_group_prefix", "tenant_rules"]
@@ -109,7 +113,7 @@ def kafka_acls_commands(rules: Iterable[AclRule], *, bootstrap: str = "broker:90
 
 def apply_rules(settings: Settings, rules: Sequence[AclRule], *, timeout: float = 30.0) -> int:
     """Create the rules' ACL bindings with the settings' (administrator's) credentials; returns how many."""
-    from confluent_kafka.admin import (
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported there without __all__
         AclBinding,
         AclOperation,
         AclPermissionType,
@@ -121,12 +125,14 @@ def apply_rules(settings: Settings, rules: Sequence[AclRule], *, timeout: float 
 
     resource_types = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
                       "transactional-id": ResourceType.TRANSACTIONAL_ID}
-    bindings = [
+    described = {
         AclBinding(resource_types[rule.resource], rule.name,
                    ResourcePatternType.PREFIXED if rule.prefixed else ResourcePatternType.LITERAL,
-                   rule.principal, "*", _operation(AclOperation, op), AclPermissionType.ALLOW)
+                   rule.principal, "*", _operation(AclOperation, op), AclPermissionType.ALLOW):
+        f"{rule.principal} {op} {rule.name}"
         for rule in rules for op in rule.operations
-    ]
+    }
+    bindings = list(described)
     if not bindings:
         return 0
     admin = admin_client(settings)  # kept referenced until every future resolved
@@ -136,16 +142,17 @@ def apply_rules(settings: Settings, rules: Sequence[AclRule], *, timeout: float 
         try:
             future.result(timeout)
         except Exception as exc:  # each binding's own error, reported together
-            failed.append(f"{binding.principal} {binding.operation.name} {binding.name}: {exc}")
+            failed.append(f"{described[binding]}: {exc}")
     if failed:
         raise BrokerError("creating ACLs failed (is an authorizer configured, and are these credentials a "
                          "super user or allowed Alter on the cluster?):\n  " + "\n  ".join(failed))
     return len(bindings)
 
 
-def _operation(enum: type, name: str) -> object:
+def _operation(enum: type[E], name: str) -> E:
+    """``IdempotentWrite`` -> ``enum.IDEMPOTENT_WRITE``."""
     key = "".join("_" + c if c.isupper() and i else c for i, c in enumerate(name)).upper()
     try:
-        return enum[key]  # type: ignore[index]
+        return enum[key]
     except KeyError:
         raise ValueError(f"unknown ACL operation {name!r}") from None

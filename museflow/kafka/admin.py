@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported without __all__
 
 from museflow.config import Settings
 from museflow.contracts.topics import TopicSpec

@@ -19,7 +19,15 @@ from museflow.errors import BrokerError
 
 # KafkaException and Producer are re-exported for the demo's load producer, which stays out of confluent_kafka.
 __all__ = [
-    "DeliveryReport", "KafkaException", "Producer", "Record", "make_consumer", "make_producer", "read_topic",
+    "DeliveryReport",
+    "KafkaException",
+    "Producer",
+    "Record",
+    "headers_of",
+    "make_consumer",
+    "make_producer",
+    "position_of",
+    "read_topic",
     "topic_end_offsets",
 ]
 
@@ -89,6 +97,22 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+def position_of(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed message (librdkafka sets all three on any message without
+    an error; the Python signature says they may be None)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise BrokerError(f"a consumed message without a position ({topic}[{partition}]@{offset}): {msg.error()}")
+    return topic, partition, offset
+
+
+def headers_of(msg: Message) -> tuple[tuple[str, bytes], ...]:
+    """A message's headers as ``(name, bytes)`` pairs (a header without a value reads as ``b""``)."""
+    raw = msg.headers() or ()
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple((name, value.encode() if isinstance(value, str) else (value or b"")) for name, value in pairs)
+
+
 def topic_end_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
     """Partition -> (low, high) watermarks of ``topic``."""
     deadline = time.monotonic() + timeout
@@ -155,10 +179,10 @@ def iter_topic(
                 continue
             if msg.error():
                 raise BrokerError(f"reading {topic}: {msg.error()}")
-            partition, offset = msg.partition(), msg.offset()
+            _, partition, offset = position_of(msg)
             yield Record(
                 topic=topic, partition=partition, offset=offset, key=msg.key(), value=msg.value(),
-                timestamp_ms=msg.timestamp()[1], headers=tuple(msg.headers() or ()),
+                timestamp_ms=msg.timestamp()[1], headers=headers_of(msg),
             )
             if partition in remaining and offset + 1 >= remaining[partition]:
                 del remaining[partition]

@@ -23,7 +23,7 @@ from museflow.config import Settings
 from museflow.control.keys import control_key, value_digest
 from museflow.control.state import PipelineState
 from museflow.errors import BrokerError, ConflictError, DependencyUnavailable, MuseflowError
-from museflow.kafka.clients import topic_end_offsets
+from museflow.kafka.clients import position_of, topic_end_offsets
 from museflow.kafka.loop import PAUSE_FIRST_SECONDS, PAUSE_MAX_SECONDS
 
 __all__ = [
@@ -115,7 +115,7 @@ class ControlFollower:
                     if msg.error():
                         log.warning("control topic %s: %s", msg.topic(), msg.error())
                         continue
-                    self._apply(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+                    self._apply(*position_of(msg), msg.key(), msg.value())
                 if not self._caught_up.is_set() and _reached(consumer, targets):
                     self._caught_up.set()
                     log.info("control topics caught up (%d records applied)", self.applied)
@@ -203,8 +203,8 @@ def read_control(settings: Settings, timeout: float = 30.0) -> list[tuple[str, s
             for msg in consumer.consume(500, timeout=0.2):
                 if msg.error():
                     continue
-                records.append((kinds[msg.topic()], msg.topic(), msg.key(), msg.value(),
-                                f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"))
+                topic, partition, offset = position_of(msg)
+                records.append((kinds[topic], topic, msg.key(), msg.value(), f"{topic}[{partition}]@{offset}"))
     finally:
         consumer.close()
     return records

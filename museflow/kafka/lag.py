@@ -183,7 +183,7 @@ class LagCollector:
         try:
             if self._admin is None:
                 self._admin = AdminClient(self.settings.librdkafka_config())
-            groups = self.groups
+            groups: Sequence[str] | None = self.groups
             if groups is None and self.group_prefix is not None:
                 groups = [g for g in list_groups(self.settings, self._admin, self.timeout)
                           if g == self.group_prefix or g.startswith(self.group_prefix + "-")]

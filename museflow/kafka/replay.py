@@ -9,7 +9,7 @@ only has to be one the platform's ACLs allow.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from confluent_kafka import TopicPartition
 from museflow.config import Settings
 from museflow.contracts.serde import Serdes
 from museflow.errors import BrokerError
-from museflow.kafka.clients import make_consumer, topic_end_offsets
+from museflow.kafka.clients import make_consumer, position_of, topic_end_offsets
 
 __all__ = ["ReplayProgress", "replay_window"]
 
@@ -42,7 +42,7 @@ class ReplayProgress:
 
 def replay_window(settings: Settings, serdes: Serdes, start_ms: int, end_ms: int, *, batch_size: int = 2000,
                   progress: Callable[[ReplayProgress], None] | None = None,
-                  ) -> Iterator[tuple[list[Mapping[str, Any] | Exception], list[int]]]:
+                  ) -> Iterator[tuple[Sequence[Mapping[str, Any] | Exception], list[int]]]:
     """Yield (decoded events, Kafka timestamps) of every event with a timestamp in [start, end)."""
     topic = settings.topics.events
     consumer = make_consumer(settings, group_id=f"{settings.app_id}-rehearse-{time.time_ns()}",
@@ -62,10 +62,10 @@ def replay_window(settings: Settings, serdes: Serdes, start_ms: int, end_ms: int
             for msg in messages:
                 if msg.error():
                     continue
-                p = msg.partition()
-                if p not in remaining or msg.offset() >= remaining[p]:
+                _, p, offset = position_of(msg)
+                if p not in remaining or offset >= remaining[p]:
                     continue
-                if msg.offset() + 1 >= remaining[p]:
+                if offset + 1 >= remaining[p]:
                     del remaining[p]
                 values.append(msg.value())
                 stamps.append(msg.timestamp()[1])

@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from museflow.config import Settings
 from museflow.contracts.scorelog import rows
 from museflow.errors import BrokerError
-from museflow.kafka.clients import make_consumer, topic_end_offsets
+from museflow.kafka.clients import make_consumer, position_of, topic_end_offsets
 from museflow.kafka.schema_registry import serdes_from_settings
 
 __all__ = ["read_score_log"]
@@ -44,7 +44,7 @@ def _iter(settings: Settings, since_ms: int | None, until_ms: int | None,
             for msg in consumer.consume(1000, timeout=0.5):
                 if msg.error():
                     raise BrokerError(f"reading {topic}: {msg.error()}")
-                p, offset = msg.partition(), msg.offset()
+                _, p, offset = position_of(msg)
                 if p in remaining and offset + 1 >= remaining[p]:
                     del remaining[p]
                 if until_ms is not None and msg.timestamp()[1] >= until_ms:
