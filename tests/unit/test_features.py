@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
-from museflow.model.features import FeatureBuilder
-from museflow.model.spec import ModelSpec, spec_from_mapping
+from museflow.errors import SpecError
+from museflow.model.features import FeatureBuilder, source_value, source_values
+from museflow.model.spec import (
+    TRANSFORMS,
+    Clip,
+    ModelSpec,
+    StepSite,
+    Transform,
+    dump_spec,
+    parse_spec,
+    spec_from_mapping,
+)
 
 
 def spec_with(*features: dict[str, Any]) -> ModelSpec:
@@ -163,3 +176,61 @@ def test_several_features_fill_their_own_columns_and_empty_batches_work() -> Non
     assert matrix.defaults_by_feature() == {"a": 1, "ch": 0, "v": 1}
     empty = builder.build([])
     assert empty.values.shape == (0, 4) and empty.default_counts.tolist() == [0, 0, 0]
+
+
+@dataclass(frozen=True)
+class Scale(Transform):
+    """A transform defined only here: multiply by ``factor``."""
+
+    factor: float
+    kind: ClassVar[str] = "scale"
+
+    @classmethod
+    def parse(cls, params: Any, site: StepSite) -> Scale | None:
+        params = params.get("factor") if isinstance(params, Mapping) else params
+        if isinstance(params, bool) or not isinstance(params, int | float):
+            site.add(f"needs a number to multiply by, got {params!r}")
+            return None
+        return cls(float(params))
+
+    def params(self) -> dict[str, Any]:
+        return {"factor": self.factor}
+
+    def apply(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return x * self.factor
+
+
+def test_a_registered_transform_is_parsed_dumped_and_evaluated_without_other_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(TRANSFORMS, Scale.kind, Scale)
+    feature = {"name": "f", "source": "attributes.v", "type": "float", "default": 1.0,
+               "transform": [{"clip": [0, 10]}, {"scale": 3}]}
+    spec = spec_with(feature)
+    assert spec.features[0].transforms == (Clip(0.0, 10.0), Scale(3.0))
+    assert "  - scale: {factor: 3.0}\n" in dump_spec(spec)
+    assert parse_spec(dump_spec(spec)) == spec
+    values, counts = build(feature, [event(v=2), event(v=50), event()])
+    assert values == [[6.0], [30.0], [3.0]] and counts == [1]
+    first, _ = build({**feature, "transform": {"scale": 0.5}}, [event(v=4)])
+    assert first == [[2.0]]
+    with pytest.raises(SpecError) as info:
+        spec_with({**feature, "transform": {"scale": "x"}})
+    assert "features[0].transform.scale: needs a number to multiply by, got 'x'" in str(info.value)
+    with pytest.raises(SpecError, match=r"features\[0\]\.transform: scale needs a number; encode the category "
+                       r"first \(one_hot, equals, lookup\)"):
+        spec_with({"name": "c", "source": "channel", "type": "category", "default": None, "transform": {"scale": 2}})
+
+
+def test_an_unregistered_transform_is_unknown() -> None:
+    with pytest.raises(SpecError, match=r"unknown transform 'scale'; use one of: bucketize, clip, equals, log1p, "
+                       r"lookup, one_hot, ratio"):
+        spec_with({"name": "f", "source": "amount", "type": "float", "default": 0.0, "transform": {"scale": 2}})
+
+
+def test_source_values_read_event_fields_and_attributes() -> None:
+    events: list[dict[str, Any]] = [{"amount": 5.0, "attributes": {"v": 1}}, {"attributes": None}, {"amount": 2.0}]
+    assert source_values(events, "amount") == [5.0, None, 2.0]
+    assert source_values(events, "attributes.v") == [1, None, None]
+    assert [source_value(e, "attributes.v") for e in events] == [1, None, None]
+    assert source_value(events[0], "amount") == 5.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import yaml
 
 from museflow.errors import SpecError
 from museflow.model.spec import (
+    TRANSFORMS,
     Bucketize,
     Clip,
     Log1p,
@@ -251,3 +253,48 @@ def test_yaml_dates_and_a_reversed_window() -> None:
 def test_a_spec_that_is_not_a_mapping() -> None:
     with pytest.raises(SpecError, match=r"<root>: must be a mapping"):
         parse_spec("- just\n- a list\n", origin="x.yaml")
+
+
+def test_every_transform_kind_dumps_and_digests_exactly_as_pinned() -> None:
+    """Specs are content-addressed: the dump and digest of each transform's spec form never drift."""
+    data = base()
+    data["features"] += [
+        {"name": "web", "source": "channel", "type": "category", "default": None, "transform": {"equals": "web"}},
+        {"name": "home", "source": "merchant_country", "type": "category", "default": "DE",
+         "transform": [{"lookup": {"table": {"DE": 0, "US": 0.5}, "default": 1}}, {"clip": {"hi": 0.75}}]},
+    ]
+    spec = spec_from_mapping(data)
+    text = dump_spec(spec)
+    assert {kind for f in spec.features for kind in (t.kind for t in f.transforms)} == set(TRANSFORMS)
+    assert "  - lookup:\n      table: {DE: 0.0, US: 0.5}\n      default: 1.0\n  - clip: {lo: null, hi: 0.75}\n" in text
+    dumped = hashlib.sha256(text.encode()).hexdigest()
+    assert dumped == "812f66262f88230e7219267a9b3c63cf83c1ceff7aaa8288da80f793442dcc47"
+    assert spec.digest == "aa7461034fe8b6d524d64eae1689d5578548f0030e45feb2f030bb06f2c16952"
+    assert parse_spec(text).digest == spec.digest
+
+
+def test_placement_rules_belong_to_each_transform() -> None:
+    data = base()
+    data["features"] += [
+        {"name": "a", "source": "amount", "type": "float", "default": None,
+         "transform": ["log1p", {"ratio": "attributes.avg"}]},
+        {"name": "b", "source": "channel", "type": "category", "default": None,
+         "transform": [{"one_hot": ["web"]}, {"equals": "web"}]},
+        {"name": "c", "source": "attributes.flag", "type": "bool", "default": False,
+         "transform": {"lookup": {"table": {"x": 1}}}},
+        {"name": "d", "source": "attributes.n", "type": "int", "default": 0,
+         "transform": {"lookup": {"table": {"x": 1}}}},
+        {"name": "e", "source": "attributes.flag", "type": "bool", "default": False,
+         "transform": {"ratio": "attributes.avg"}},
+    ]
+    message = problems_of(data)
+    assert "features[4].transform[1]: ratio reads the raw source, so it must be the first transform" in message
+    assert ("features[5].transform[0]: one_hot produces several columns and cannot be followed by other "
+            "transforms") in message
+    assert "features[5].transform[1]: equals reads the raw value, so it must be the first transform" in message
+    assert "features[6].transform: lookup does not apply to a bool feature" in message
+    assert "features[7].transform: lookup maps category strings; use bucketize or equals for numbers" in message
+    assert "features[8].transform: ratio does not apply to a bool feature" in message
+    assert "a category feature needs an encoder first: one_hot, equals or lookup" in problems_of(
+        {**base(), "features": [{"name": "c", "source": "channel", "type": "category", "default": None,
+                                 "transform": "log1p"}]})
