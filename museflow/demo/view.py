@@ -1,8 +1,9 @@
 """The pure parts of ``museflow demo``: phase plan, metric snapshots, per-tenant rows, verdicts, the live view.
 
 Everything here works on data — Prometheus text exposition scraped from a worker, and plain
-records of what the demo did — so it is unit-tested without a broker. The command
-(:mod:`museflow.cli.demo`) scrapes, acts on Kafka and hands the results to these functions.
+records of what the demo did — so it is unit-tested without a broker. The rest of the demo
+(:mod:`museflow.demo.scrape`, :mod:`museflow.demo.operations`, :mod:`museflow.demo.live`) scrapes,
+acts on Kafka and hands the results to these functions.
 """
 
 from __future__ import annotations
