@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from museflow.model.spec import ATTRIBUTES_PREFIX, ModelSpec
+from museflow.model.problems import ATTRIBUTES_PREFIX
+from museflow.model.spec import ModelSpec
 
 __all__ = ["FeatureBuilder", "FeatureMatrix", "source_value", "source_values"]
 

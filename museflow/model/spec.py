@@ -5,8 +5,8 @@ to the spec file, format, sha256), the features (event field, type, default when
 optional transform pipeline — never ``eval``, never pickle), training facts (negative sampling
 rate beta, data window), the latency SLA and the features monitoring watches. Validation collects
 every problem and raises one :class:`~museflow.errors.SpecError` naming the file, the field path
-and the fix. Each transform kind is one :class:`Transform` subclass in :data:`TRANSFORMS` owning
-its parsing, placement rules, spec form and vectorised evaluation, so a new kind is one class.
+and the fix. Each transform kind is one class in :mod:`museflow.model.transforms` owning its
+parsing, placement rules, spec form and vectorised evaluation, so a new kind is one class.
 Example::
 
     name: fraud-cnp
@@ -28,63 +28,54 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import itertools
 import json
-import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
 import yaml
 
 from museflow.contracts.schemas_path import load_avro_schema
 from museflow.errors import SpecError
+from museflow.model.problems import Problems, check_keys, check_source, is_number, suggest
+from museflow.model.transforms import (
+    TRANSFORMS,
+    FloatArray,
+    Read,
+    Scalar,
+    StepSite,
+    Transform,
+    encoder_kinds,
+    evaluate,
+    matches_type,
+)
 
 __all__ = [
     "ARTIFACT_FORMATS",
     "FEATURE_TYPES",
     "FRAMEWORKS",
-    "TRANSFORMS",
     "ArtifactRef",
-    "Bucketize",
-    "Clip",
-    "Equals",
     "FeatureSpec",
-    "Log1p",
-    "Lookup",
     "ModelSpec",
     "Monitoring",
-    "OneHot",
-    "Ratio",
     "Sla",
-    "StepSite",
     "TrainingFacts",
-    "Transform",
     "dump_spec",
     "event_source_kinds",
     "load_spec",
     "parse_spec",
-    "register_transform",
     "spec_from_mapping",
 ]
 
 FRAMEWORKS = ("xgboost",)
 ARTIFACT_FORMATS = ("json", "ubj")
 FEATURE_TYPES = ("float", "int", "bool", "category")
-ATTRIBUTES_PREFIX = "attributes."
 
 FeatureType: TypeAlias = Literal["float", "int", "bool", "category"]
-Scalar: TypeAlias = str | int | float | bool
-FloatArray: TypeAlias = npt.NDArray[np.float64]
-Mask: TypeAlias = npt.NDArray[np.bool_]
-Read: TypeAlias = Callable[[str], list[Any]]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -95,383 +86,6 @@ _TOP_KEYS = (
     "features", "training", "sla", "monitoring",
 )
 _REQUIRED_TOP = ("name", "version", "owners", "intents", "framework", "artifact", "features", "training")
-
-
-@dataclass(frozen=True)
-class StepSite:
-    """Where one transform step is being parsed: the field path, the feature's type, the event fields."""
-
-    problems: _Problems
-    path: str
-    ftype: str | None
-    sources: Mapping[str, str]
-
-    def add(self, message: str) -> None:
-        """Report a problem with this step (at ``path``)."""
-        self.problems.add(self.path, message)
-
-
-class Transform:
-    """One step of a feature's transform pipeline; a subclass is one transform kind.
-
-    The class owns everything about its kind: parsing its spec form (:meth:`parse`), where it may
-    stand in the pipeline (:meth:`misplaced`), its spec form (:meth:`params`) and its evaluation
-    (:meth:`read` as the first step, :meth:`apply` after it). Decorated with
-    :func:`register_transform`, the parser, :func:`dump_spec` and the feature builder use it.
-    """
-
-    kind: ClassVar[str]
-    encoder: ClassVar[bool] = False
-    """True when it reads the raw value (so it can encode a category) and must come first."""
-
-    @classmethod
-    def parse(cls, params: Any, site: StepSite) -> Transform | None:
-        """The step from its spec parameters, or None after reporting the problem to ``site``."""
-        raise NotImplementedError
-
-    def params(self) -> dict[str, Any]:
-        """The step's parameters as written in the spec (``{kind: params}``)."""
-        return {}
-
-    def misplaced(self, index: int, count: int, ftype: str | None) -> str | None:
-        """Why this cannot be step ``index`` of ``count`` of a ``ftype`` feature; None when it can."""
-        if index == 0 and ftype == "category":
-            return f"{self.kind} needs a number; encode the category first ({', '.join(_encoder_kinds())})"
-        return None
-
-    def columns(self, name: str) -> tuple[str, ...]:
-        """Matrix column names the feature ``name`` produces when this is its first step."""
-        return (name,)
-
-    def sources(self) -> tuple[str, ...]:
-        """Event fields this step reads besides the feature's own source."""
-        return ()
-
-    def read(self, feature: FeatureSpec, read: Read) -> tuple[FloatArray, int]:
-        """As the first step: the feature's column(s) for a batch and how many rows used the default."""
-        x, missing = _numbers(read(feature.source), _number_default(feature))
-        return self.apply(x), _count(missing)
-
-    def apply(self, x: FloatArray) -> FloatArray:
-        """After the first step: map a float column to a float column."""
-        raise AssertionError(f"transform {self.kind} cannot follow another transform")
-
-
-TRANSFORMS: dict[str, type[Transform]] = {}
-"""Every transform kind the spec accepts, by name, in registration order."""
-
-_T = TypeVar("_T", bound=type[Transform])
-
-
-def register_transform(cls: _T) -> _T:
-    """Class decorator: make ``cls`` a transform kind the spec parser, dumper and feature builder know."""
-    TRANSFORMS[cls.kind] = cls
-    return cls
-
-
-def _encoder_kinds() -> list[str]:
-    return [kind for kind, cls in TRANSFORMS.items() if cls.encoder]
-
-
-class _Encoder(Transform):
-    """A first step that reads the raw value (defaults filled in) rather than a number."""
-
-    encoder: ClassVar[bool] = True
-
-    def misplaced(self, index: int, count: int, ftype: str | None) -> str | None:
-        if index > 0:
-            return f"{self.kind} reads the raw value, so it must be the first transform"
-        return None
-
-    def read(self, feature: FeatureSpec, read: Read) -> tuple[FloatArray, int]:
-        raw = read(feature.source)
-        missing = raw.count(None)
-        if missing and feature.default is not None:
-            raw = [feature.default if v is None else v for v in raw]
-        return self.encode(raw, feature.type), missing
-
-    def encode(self, raw: list[Any], ftype: str) -> FloatArray:
-        """The column(s) for the raw values of a ``ftype`` feature."""
-        raise NotImplementedError
-
-
-@register_transform
-@dataclass(frozen=True)
-class Log1p(Transform):
-    """``ln(1 + max(x, 0))``: compresses heavy-tailed amounts and counts."""
-
-    kind: ClassVar[str] = "log1p"
-
-    @classmethod
-    def parse(cls, params: Any, site: StepSite) -> Log1p | None:
-        if params not in (None, {}):
-            site.add("takes no parameters")
-            return None
-        return cls()
-
-    def apply(self, x: FloatArray) -> FloatArray:
-        return np.log1p(np.maximum(x, 0.0))
-
-
-@register_transform
-@dataclass(frozen=True)
-class Clip(Transform):
-    """Bound ``x`` to ``[lo, hi]`` (either bound may be absent)."""
-
-    lo: float | None
-    hi: float | None
-    kind: ClassVar[str] = "clip"
-
-    @classmethod
-    def parse(cls, params: Any, site: StepSite) -> Clip | None:
-        if isinstance(params, list) and len(params) == 2:
-            lo, hi = params
-        elif isinstance(params, Mapping) and set(params) <= {"lo", "hi"} and params:
-            lo, hi = params.get("lo"), params.get("hi")
-        else:
-            site.add("needs bounds: {clip: {lo: 0, hi: 100}} or {clip: [0, 100]} (one bound may be null)")
-            return None
-        if any(b is not None and not _is_number(b) for b in (lo, hi)) or (lo is None and hi is None):
-            site.add(f"bounds must be numbers (one may be null), got lo={lo!r}, hi={hi!r}")
-            return None
-        if lo is not None and hi is not None and lo > hi:
-            site.add(f"lo ({lo}) must be <= hi ({hi})")
-            return None
-        return cls(None if lo is None else float(lo), None if hi is None else float(hi))
-
-    def params(self) -> dict[str, Any]:
-        return {"lo": self.lo, "hi": self.hi}
-
-    def apply(self, x: FloatArray) -> FloatArray:
-        return np.clip(x, -math.inf if self.lo is None else self.lo, math.inf if self.hi is None else self.hi)
-
-
-@register_transform
-@dataclass(frozen=True)
-class Bucketize(Transform):
-    """Bucket index of ``x``: the number of (strictly increasing) ``edges`` that are <= x."""
-
-    edges: tuple[float, ...]
-    kind: ClassVar[str] = "bucketize"
-
-    @classmethod
-    def parse(cls, params: Any, site: StepSite) -> Bucketize | None:
-        edges = params.get("edges") if isinstance(params, Mapping) else params
-        if not isinstance(edges, list) or not edges or not all(_is_number(e) for e in edges):
-            site.add("needs edges: a non-empty list of numbers, e.g. {bucketize: [1, 10, 100]}")
-            return None
-        if any(b <= a for a, b in itertools.pairwise(edges)):
-            site.add(f"edges must be strictly increasing, got {edges}")
-            return None
-        return cls(tuple(float(e) for e in edges))
-
-    def params(self) -> dict[str, Any]:
-        return {"edges": list(self.edges)}
-
-    def apply(self, x: FloatArray) -> FloatArray:
-        idx = np.searchsorted(np.asarray(self.edges), x, side="right").astype(np.float64)
-        return np.where(np.isnan(x), math.nan, idx)
-
-
-@register_transform
-@dataclass(frozen=True)
-class OneHot(_Encoder):
-    """One 0/1 column per listed value; anything else (or missing) is all zeros."""
-
-    values: tuple[Scalar, ...]
-    kind: ClassVar[str] = "one_hot"
-
-    @classmethod
-    def parse(cls, params: Any, site: StepSite) -> OneHot | None:
-        values = params.get("values") if isinstance(params, Mapping) else params
-        if not isinstance(values, list):
-            values = [values]
-        ftype = site.ftype
-        if not values or any(v is None for v in values) or (ftype and not all(_matches_type(v, ftype) for v in values)):
-            site.add(f"needs values: a non-empty list of {ftype or 'raw'} values, e.g. {{one_hot: [web, app]}}")
-            return None
-        if len(set(values)) != len(values):
-            site.add(f"values must be unique, got {values}")
-            return None
-        return cls(tuple(values))
-
-    def params(self) -> dict[str, Any]:
-        return {"values": list(self.values)}
-
-    def misplaced(self, index: int, count: int, ftype: str | None) -> str | None:
-        if (problem := super().misplaced(index, count, ftype)) is not None:
-            return problem
-        if count > 1:
-            return "one_hot produces several columns and cannot be followed by other transforms"
-        return None
-
-    def columns(self, name: str) -> tuple[str, ...]:
-        return tuple(f"{name}={v}" for v in self.values)
-
-    def encode(self, raw: list[Any], ftype: str) -> FloatArray:
-        arr = _raw_array(raw, ftype)
-        return np.stack([np.equal(arr, value) for value in self.values], axis=1).astype(np.float64)
-
-
-@register_transform
-@dataclass(frozen=True)
-class Equals(_Encoder):
-    """1.0 when the raw value equals ``value``, else 0.0."""
-
-    value: Scalar
-    kind: ClassVar[str] = "equals"
-
-    @classmethod
-    def parse(cls, params: Any, site: StepSite) -> Equals | None:
-        value = params.get("value") if isinstance(params, Mapping) else params
-        ftype = site.ftype
-        if value is None or (ftype and not _matches_type(value, ftype)):
-            site.add(f"needs a {ftype or 'raw'} value to compare with, e.g. {{equals: web}}")
-            return None
-        return cls(value)
-
-    def params(self) -> dict[str, Any]:
-        return {"value": self.value}
-
-    def encode(self, raw: list[Any], ftype: str) -> FloatArray:
-        arr = _raw_array(raw, ftype)
-        x: FloatArray = np.equal(arr, self.value).astype(np.float64)
-        if ftype != "category":
-            x[np.isnan(arr.astype(np.float64))] = math.nan
-        return x
-
-
-@register_transform
-@dataclass(frozen=True)
-class Lookup(_Encoder):
-    """Map a category to a number through ``table``; unlisted values map to ``default``."""
-
-    table: tuple[tuple[str, float], ...]
-    default: float
-    kind: ClassVar[str] = "lookup"
-
-    @classmethod
-    def parse(cls, params: Any, site: StepSite) -> Lookup | None:
-        if not isinstance(params, Mapping) or not isinstance(params.get("table"), Mapping):
-            site.add("needs {table: {value: number, ...}, default: number}")
-            return None
-        table = params["table"]
-        default = params.get("default", 0.0)
-        bad = [k for k, v in table.items() if not isinstance(k, str) or not _is_number(v)]
-        if bad or not table or not _is_number(default):
-            site.add(f"table must map strings to numbers and default must be a number (bad keys: {bad})")
-            return None
-        return cls(tuple(sorted((k, float(v)) for k, v in table.items())), float(default))
-
-    def params(self) -> dict[str, Any]:
-        return {"table": dict(self.table), "default": self.default}
-
-    def misplaced(self, index: int, count: int, ftype: str | None) -> str | None:
-        if (problem := super().misplaced(index, count, ftype)) is not None:
-            return problem
-        if ftype == "bool":
-            return f"{self.kind} does not apply to a bool feature"
-        if ftype in ("float", "int"):
-            return "lookup maps category strings; use bucketize or equals for numbers"
-        return None
-
-    def encode(self, raw: list[Any], ftype: str) -> FloatArray:
-        table = dict(self.table)
-        return np.array([table.get(v, self.default) for v in raw], dtype=np.float64)
-
-
-@register_transform
-@dataclass(frozen=True)
-class Ratio(Transform):
-    """``x / denominator`` where the denominator is another event field; ``on_zero`` when it is 0."""
-
-    denominator: str
-    on_zero: float
-    kind: ClassVar[str] = "ratio"
-
-    @classmethod
-    def parse(cls, params: Any, site: StepSite) -> Ratio | None:
-        if isinstance(params, str):
-            params = {"denominator": params}
-        if not isinstance(params, Mapping) or not isinstance(params.get("denominator"), str):
-            site.add("needs a denominator source, e.g. {ratio: {denominator: attributes.amount_avg_30d}}")
-            return None
-        p, at = site.problems, site.path
-        _check_keys(p, at, params, ("denominator", "on_zero"))
-        denominator = str(params["denominator"])
-        before = len(p.items)
-        _check_source(p, f"{at}.denominator", denominator, "float", site.sources)
-        on_zero = params.get("on_zero", 0.0)
-        if not _is_number(on_zero):
-            p.add(f"{at}.on_zero", f"must be a number, got {on_zero!r}")
-        if len(p.items) > before:
-            return None
-        return cls(denominator, float(on_zero))
-
-    def params(self) -> dict[str, Any]:
-        return {"denominator": self.denominator, "on_zero": self.on_zero}
-
-    def misplaced(self, index: int, count: int, ftype: str | None) -> str | None:
-        if index > 0:
-            return "ratio reads the raw source, so it must be the first transform"
-        if ftype == "bool":
-            return f"{self.kind} does not apply to a bool feature"
-        return super().misplaced(index, count, ftype)
-
-    def sources(self) -> tuple[str, ...]:
-        return (self.denominator,)
-
-    def read(self, feature: FeatureSpec, read: Read) -> tuple[FloatArray, int]:
-        x, missing = _numbers(read(feature.source), _number_default(feature))
-        den, den_missing = _numbers(read(self.denominator), None)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x = np.where(den == 0.0, self.on_zero, x / den)
-        if den_missing is not None:
-            missing = den_missing if missing is None else (missing | den_missing)
-        return x, _count(missing)
-
-
-def _number_default(feature: FeatureSpec) -> float | None:
-    return None if feature.default is None else float(feature.default)
-
-
-def _count(missing: Mask | None) -> int:
-    return 0 if missing is None else int(missing.sum())
-
-
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool | int | float):
-        return float(value)
-    if isinstance(value, datetime):
-        return value.timestamp() * 1000.0
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _numbers(raw: list[Any], default: float | None) -> tuple[FloatArray, Mask | None]:
-    """Values as float64 with defaults filled, and the mask of rows that used the default."""
-    fill = math.nan if default is None else float(default)
-    missing: Mask | None = None
-    values: list[Any] = raw
-    if None in raw:
-        missing = np.fromiter((v is None for v in raw), dtype=np.bool_, count=len(raw))
-        values = [fill if v is None else v for v in raw]
-    try:
-        return np.asarray(values, dtype=np.float64), missing
-    except (TypeError, ValueError):
-        coerced = [_as_float(v) for v in values]
-        bad = np.fromiter((v is None for v in coerced), dtype=np.bool_, count=len(raw))
-        arr = np.array([fill if v is None else v for v in coerced], dtype=np.float64)
-        return arr, bad if missing is None else (bad | missing)
-
-
-def _raw_array(raw: list[Any], ftype: str) -> npt.NDArray[Any]:
-    """Raw values as an array to compare: objects for a category, numbers otherwise."""
-    return np.array(raw, dtype=object) if ftype == "category" else _numbers(raw, None)[0]
 
 
 @dataclass(frozen=True)
@@ -498,14 +112,7 @@ class FeatureSpec:
 
         ``read`` returns the batch's raw values of an event field (None where an event lacks it).
         """
-        if self.transforms:
-            x, missing = self.transforms[0].read(self, read)
-        else:
-            values, mask = _numbers(read(self.source), _number_default(self))
-            x, missing = values, _count(mask)
-        for step in self.transforms[1:]:
-            x = step.apply(x)
-        return x.reshape(x.shape[0], -1), missing
+        return evaluate(self, read)
 
     def to_mapping(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "source": self.source, "type": self.type, "default": self.default}
@@ -687,42 +294,7 @@ def _avro_kind(avro_type: Any) -> str:
     return "other"
 
 
-class _Problems:
-    """Collects located problems so one SpecError can report all of them."""
-
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append((path, message))
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        count = len(self.items)
-        lines = [f"invalid model spec {self.origin} ({count} problem{'s' if count > 1 else ''}):"]
-        lines += [f"  {path}: {message}" for path, message in self.items]
-        raise SpecError("\n".join(lines))
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_keys(p: _Problems, path: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    for key in data:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
-            p.add(where, f"unknown key{_suggest(str(key), allowed)}; allowed keys: {', '.join(allowed)}")
-
-
-def _string_list(p: _Problems, path: str, value: Any, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
+def _string_list(p: Problems, path: str, value: Any, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
@@ -743,11 +315,11 @@ def _string_list(p: _Problems, path: str, value: Any, pattern: re.Pattern[str] |
 
 def spec_from_mapping(data: Any, origin: str = "<memory>", base_dir: Path | None = None) -> ModelSpec:
     """Validate an already-parsed spec mapping (e.g. from a deployment record)."""
-    p = _Problems(origin)
+    p = Problems(origin)
     if not isinstance(data, Mapping):
         p.add("<root>", f"must be a mapping of spec fields, got {type(data).__name__}")
         p.raise_if_any()
-    _check_keys(p, "", data, _TOP_KEYS)
+    check_keys(p, "", data, _TOP_KEYS)
     for key in _REQUIRED_TOP:
         if key not in data:
             p.add(key, "is required")
@@ -797,11 +369,11 @@ def spec_from_mapping(data: Any, origin: str = "<memory>", base_dir: Path | None
     )
 
 
-def _parse_artifact(p: _Problems, raw: Any) -> ArtifactRef | None:
+def _parse_artifact(p: Problems, raw: Any) -> ArtifactRef | None:
     if not isinstance(raw, Mapping):
         p.add("artifact", "must be a mapping with uri, format and sha256")
         return None
-    _check_keys(p, "artifact", raw, ("uri", "format", "sha256"))
+    check_keys(p, "artifact", raw, ("uri", "format", "sha256"))
     ok = True
     uri = raw.get("uri")
     if not isinstance(uri, str) or not uri.strip():
@@ -824,7 +396,7 @@ def _parse_artifact(p: _Problems, raw: Any) -> ArtifactRef | None:
     return ArtifactRef(uri=str(uri), format="json" if fmt == "json" else "ubj", sha256=str(sha))
 
 
-def _parse_features(p: _Problems, raw: Any) -> tuple[FeatureSpec, ...]:
+def _parse_features(p: Problems, raw: Any) -> tuple[FeatureSpec, ...]:
     if not isinstance(raw, list) or not raw:
         p.add("features", "must be a non-empty list of features")
         return ()
@@ -846,11 +418,11 @@ def _parse_features(p: _Problems, raw: Any) -> tuple[FeatureSpec, ...]:
     return tuple(out)
 
 
-def _parse_feature(p: _Problems, path: str, raw: Any, sources: Mapping[str, str]) -> FeatureSpec | None:
+def _parse_feature(p: Problems, path: str, raw: Any, sources: Mapping[str, str]) -> FeatureSpec | None:
     if not isinstance(raw, Mapping):
         p.add(path, "must be a mapping with name, source, type and default")
         return None
-    _check_keys(p, path, raw, ("name", "source", "type", "default", "transform", "description"))
+    check_keys(p, path, raw, ("name", "source", "type", "default", "transform", "description"))
     before = len(p.items)
     name = raw.get("name")
     if not isinstance(name, str) or not _FEATURE_RE.fullmatch(name):
@@ -863,16 +435,16 @@ def _parse_feature(p: _Problems, path: str, raw: Any, sources: Mapping[str, str]
     if not isinstance(source, str):
         p.add(f"{path}.source", "is required: a TransactionEvent field or attributes.<key>")
     else:
-        _check_source(p, f"{path}.source", source, ftype, sources)
+        check_source(p, f"{path}.source", source, ftype, sources)
     if "default" not in raw:
         p.add(f"{path}.default", "is required: the raw value used when the source is missing (null = missing "
               "for XGBoost)")
     default = raw.get("default")
-    if ftype is not None and default is not None and not _matches_type(default, ftype):
+    if ftype is not None and default is not None and not matches_type(default, ftype):
         p.add(f"{path}.default", f"{default!r} is not a valid {ftype} value")
     transforms = _parse_transforms(p, path, raw.get("transform"), ftype, sources) if "transform" in raw else ()
     if ftype == "category" and not (transforms and transforms[0].encoder):
-        *others, last = _encoder_kinds()
+        *others, last = encoder_kinds()
         p.add(f"{path}.transform", f"a category feature needs an encoder first: {', '.join(others)} or {last}")
     if len(p.items) > before:
         return None
@@ -880,35 +452,8 @@ def _parse_feature(p: _Problems, path: str, raw: Any, sources: Mapping[str, str]
     return FeatureSpec(name=name, source=source, type=ftype, default=default, transforms=transforms)
 
 
-def _check_source(p: _Problems, path: str, source: str, ftype: str | None, sources: Mapping[str, str]) -> None:
-    if source.startswith(ATTRIBUTES_PREFIX):
-        if not source[len(ATTRIBUTES_PREFIX):]:
-            p.add(path, "attributes.<key> needs a key, e.g. attributes.velocity_1h")
-        return
-    kind = sources.get(source)
-    if kind is None or kind == "map":
-        fields_ = [k for k, v in sources.items() if v != "map"]
-        p.add(path, f"{source!r} is not a field of TransactionEvent{_suggest(source, fields_)}; use one of "
-              f"{', '.join(fields_)} or attributes.<key>")
-        return
-    if kind == "string" and ftype in ("float", "int", "bool"):
-        p.add(path, f"{source!r} is a string field; declare the feature as type category")
-    if kind == "number" and ftype in ("category", "bool"):
-        p.add(path, f"{source!r} is a numeric field; declare the feature as type float or int")
-
-
-def _matches_type(value: Any, ftype: str) -> bool:
-    if ftype == "float":
-        return _is_number(value)
-    if ftype == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if ftype == "bool":
-        return isinstance(value, bool)
-    return isinstance(value, str)
-
-
 def _parse_transforms(
-    p: _Problems, path: str, raw: Any, ftype: str | None, sources: Mapping[str, str]
+    p: Problems, path: str, raw: Any, ftype: str | None, sources: Mapping[str, str]
 ) -> tuple[Transform, ...]:
     steps = raw if isinstance(raw, list) else [raw]
     if not steps:
@@ -929,7 +474,7 @@ def _parse_transforms(
 
 
 def _parse_step(
-    p: _Problems, where: str, step: Any, ftype: str | None, sources: Mapping[str, str]
+    p: Problems, where: str, step: Any, ftype: str | None, sources: Mapping[str, str]
 ) -> Transform | None:
     if isinstance(step, str):
         kind, params = step, None
@@ -942,21 +487,21 @@ def _parse_step(
     cls = TRANSFORMS.get(kind)
     if cls is None:
         kinds = sorted(TRANSFORMS)
-        p.add(where, f"unknown transform {kind!r}{_suggest(str(kind), kinds)}; use one of: {', '.join(kinds)}")
+        p.add(where, f"unknown transform {kind!r}{suggest(str(kind), kinds)}; use one of: {', '.join(kinds)}")
         return None
     return cls.parse(params, StepSite(p, f"{where}.{kind}", ftype, sources))
 
 
-def _parse_training(p: _Problems, raw: Any) -> TrainingFacts:
+def _parse_training(p: Problems, raw: Any) -> TrainingFacts:
     if not isinstance(raw, Mapping):
         p.add("training", "must be a mapping with negative_sampling_rate (1.0 = no down-sampling)")
         return TrainingFacts()
-    _check_keys(p, "training", raw, ("negative_sampling_rate", "window", "rows", "metrics"))
+    check_keys(p, "training", raw, ("negative_sampling_rate", "window", "rows", "metrics"))
     beta = raw.get("negative_sampling_rate")
     if beta is None:
         p.add("training.negative_sampling_rate", "is required: the rate negatives were kept at (1.0 = all)")
         beta = 1.0
-    elif not _is_number(beta) or not 0.0 < beta <= 1.0:
+    elif not is_number(beta) or not 0.0 < beta <= 1.0:
         p.add("training.negative_sampling_rate", f"must be a number in (0, 1], got {beta!r}")
         beta = 1.0
     start = end = None
@@ -965,7 +510,7 @@ def _parse_training(p: _Problems, raw: Any) -> TrainingFacts:
         if not isinstance(window, Mapping):
             p.add("training.window", "must be a mapping {start: ISO date, end: ISO date}")
         else:
-            _check_keys(p, "training.window", window, ("start", "end"))
+            check_keys(p, "training.window", window, ("start", "end"))
             start = _iso(p, "training.window.start", window.get("start"))
             end = _iso(p, "training.window.end", window.get("end"))
             if start and end and _parse_iso(start) > _parse_iso(end):
@@ -980,7 +525,7 @@ def _parse_training(p: _Problems, raw: Any) -> TrainingFacts:
         p.add("training.metrics", "must map metric names to numbers")
     else:
         for key, value in metrics_raw.items():
-            if not isinstance(key, str) or not _is_number(value):
+            if not isinstance(key, str) or not is_number(value):
                 p.add(f"training.metrics.{key}", f"must be a number, got {value!r}")
             else:
                 metrics.append((key, float(value)))
@@ -992,7 +537,7 @@ def _parse_iso(text: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _iso(p: _Problems, path: str, value: Any) -> str | None:
+def _iso(p: Problems, path: str, value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, datetime | date):
@@ -1008,25 +553,25 @@ def _iso(p: _Problems, path: str, value: Any) -> str | None:
     return None
 
 
-def _parse_sla(p: _Problems, raw: Any) -> Sla | None:
+def _parse_sla(p: Problems, raw: Any) -> Sla | None:
     if not isinstance(raw, Mapping):
         p.add("sla", "must be a mapping {p99_ms: number}")
         return None
-    _check_keys(p, "sla", raw, ("p99_ms",))
+    check_keys(p, "sla", raw, ("p99_ms",))
     target: Any = raw.get("p99_ms")
-    if not _is_number(target) or target <= 0:
+    if not is_number(target) or target <= 0:
         p.add("sla.p99_ms", f"must be a positive number of milliseconds, got {target!r}")
         return None
     return Sla(float(target))
 
 
-def _parse_monitoring(p: _Problems, raw: Any, declared: Sequence[Any]) -> Monitoring:
+def _parse_monitoring(p: Problems, raw: Any, declared: Sequence[Any]) -> Monitoring:
     if raw is None:
         return Monitoring()
     if not isinstance(raw, Mapping):
         p.add("monitoring", "must be a mapping {features: [declared feature names]}")
         return Monitoring()
-    _check_keys(p, "monitoring", raw, ("features",))
+    check_keys(p, "monitoring", raw, ("features",))
     watched = raw.get("features") or []
     if not isinstance(watched, list):
         p.add("monitoring.features", "must be a list of declared feature names")
@@ -1035,7 +580,7 @@ def _parse_monitoring(p: _Problems, raw: Any, declared: Sequence[Any]) -> Monito
     ok: list[str] = []
     for i, name in enumerate(watched):
         if not isinstance(name, str) or name not in names:
-            p.add(f"monitoring.features[{i}]", f"{name!r} is not a declared feature{_suggest(str(name), names)}")
+            p.add(f"monitoring.features[{i}]", f"{name!r} is not a declared feature{suggest(str(name), names)}")
         else:
             ok.append(name)
     return Monitoring(tuple(ok))

@@ -13,16 +13,8 @@ import pytest
 
 from museflow.errors import SpecError
 from museflow.model.features import FeatureBuilder, source_value, source_values
-from museflow.model.spec import (
-    TRANSFORMS,
-    Clip,
-    ModelSpec,
-    StepSite,
-    Transform,
-    dump_spec,
-    parse_spec,
-    spec_from_mapping,
-)
+from museflow.model.spec import ModelSpec, dump_spec, parse_spec, spec_from_mapping
+from museflow.model.transforms import TRANSFORMS, Clip, StepSite, Transform
 
 
 def spec_with(*features: dict[str, Any]) -> ModelSpec:

@@ -11,18 +11,8 @@ import pytest
 import yaml
 
 from museflow.errors import SpecError
-from museflow.model.spec import (
-    TRANSFORMS,
-    Bucketize,
-    Clip,
-    Log1p,
-    OneHot,
-    Ratio,
-    dump_spec,
-    load_spec,
-    parse_spec,
-    spec_from_mapping,
-)
+from museflow.model.spec import dump_spec, load_spec, parse_spec, spec_from_mapping
+from museflow.model.transforms import TRANSFORMS, Bucketize, Clip, Log1p, OneHot, Ratio
 
 SHA = "ab" * 32
 
