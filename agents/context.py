@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import faust
 
 from museflow.config import Settings
 from museflow.contracts.deadletter import DeadLetterWriter
@@ -18,11 +21,33 @@ from museflow.kafka.control import ControlFollower, control_decoder
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.observe.metrics import PipelineMetrics
 
-__all__ = ["ROLES", "WorkerContext"]
+__all__ = ["ROLES", "Reject", "WorkerContext", "agent_rejecter"]
 
 log = logging.getLogger(__name__)
 
 ROLES = ("router", "scorer", "refit", "label-join", "lag")
+
+Reject = Callable[[Any, Exception], Awaitable[bool]]
+"""``await reject(event, error)``: a Faust agent's record that cannot be read becomes a dead letter."""
+
+
+def agent_rejecter(app: faust.App, writer: DeadLetterWriter, stage: str) -> Reject:
+    """How a Faust agent dead-letters a record: ``writer`` builds and counts, the app's producer sends.
+
+    The reason code is the error's (``undecodable`` when it has none); the dead letter keeps the
+    original key and bytes and the record's topic, partition and offset.
+    """
+    dlq = app.topic(writer.topic)
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        await dlq.send(key=key, value=value)
+
+    async def reject(event: Any, error: Exception) -> bool:
+        msg = event.message
+        return await writer.awrite(send, msg.value, reason=getattr(error, "reason", "undecodable"),
+                                   detail=str(error), key=msg.key, stage=stage, source_topic=msg.topic,
+                                   source_partition=msg.partition, source_offset=msg.offset)
+    return reject
 
 
 @dataclass

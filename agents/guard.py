@@ -16,10 +16,11 @@ import queue
 import threading
 
 from museflow.config import Settings
+from museflow.control.contract import Contract
 from museflow.control.state import PipelineState
 from museflow.control.verdicts import breach_rows, verdict_record
 from museflow.errors import ConflictError, MuseflowError
-from museflow.kafka.plane import publish_verdict, rollback, settings_contract
+from museflow.kafka.plane import publish_verdict, rollback
 from museflow.observe.monitoring import RouteBreach
 
 __all__ = ["ContractGuard"]
@@ -55,7 +56,7 @@ class ContractGuard:
                               breach.route_version)
 
     def handle(self, breach: RouteBreach) -> None:
-        settings, contract = self.settings, settings_contract(self.settings)
+        settings, contract = self.settings, Contract.from_settings(self.settings)
         tenant, intent, version = breach.tenant, breach.intent, breach.route_version
         where = ", ".join(f"{b.threshold:g}: {b.observed:.3%} {b.direction} target {b.target:.3%} after {b.samples:,} "
                           "scores" for b in breach.breaches)

@@ -29,10 +29,10 @@ from museflow.agents.guard import ContractGuard
 from museflow.config import Settings
 from museflow.contracts.topics import ingest_pattern
 from museflow.contracts.validation import validate_event
-from museflow.control.contract import AlertRateWatch
+from museflow.control.contract import AlertRateWatch, Contract
+from museflow.control.state import rejection_key
 from museflow.kafka.loop import BatchLoop, LoopHooks
 from museflow.kafka.offsets import plan_start, seed_offsets
-from museflow.kafka.plane import settings_contract
 from museflow.kafka.schema_registry import DEPENDENCY
 from museflow.observe.monitoring import ScoreMonitor
 from museflow.runtime.pipeline import FusedStep, InMessage, RouterStep, ScorerStep, StepResult
@@ -82,7 +82,9 @@ def _wait_for_models(ctx: WorkerContext, step: ScorerStep) -> Callable[[Sequence
         deadline = time.monotonic() + MODEL_WAIT_SECONDS
         missing = step.missing_models(messages)
         while missing and time.monotonic() < deadline:
-            if not [m for m in missing if m in ctx.state.deployments and f"deployment {m}" not in ctx.state.rejected]:
+            state = ctx.state
+            loadable = [m for m in missing if m in state.deployments]
+            if not [m for m in loadable if rejection_key("deployment", m) not in state.rejected]:
                 return
             time.sleep(0.1)
             missing = step.missing_models(messages)
@@ -111,11 +113,8 @@ def _loop(ctx: WorkerContext, role: str, subscription: list[str], group: str,
         sizes.observe(len(messages))
         return result
 
-    rebalances = metrics.child(metrics.rebalances, role)
-
     def assigned() -> None:
         """Ready once the loop has joined its group (output metadata fetched, partitions, if any, assigned)."""
-        rebalances.inc()
         ctx.mark_ready(role)
 
     def output_topics() -> list[str]:
@@ -124,7 +123,6 @@ def _loop(ctx: WorkerContext, role: str, subscription: list[str], group: str,
         return sorted({topics.score_log, topics.dlq, *(topics.scores(r.tenant) for r in routes),
                        *(topics.model(m.name) for r in routes for m in r.models())})
 
-    aborted = metrics.child(metrics.transactions_aborted, role)
     def before_start() -> None:
         ctx.wait_control_blocking()
         _start_group(ctx, role, subscription, group)
@@ -141,9 +139,9 @@ def _loop(ctx: WorkerContext, role: str, subscription: list[str], group: str,
         metrics.child(metrics.dependency_pause_seconds, role, dependency).inc(seconds)
 
     hooks = LoopHooks(before_start=before_start, output_topics=output_topics, on_assigned=assigned,
-                      on_delivered=send_seconds.observe, on_aborted=aborted.inc, on_paused=paused,
-                      on_resumed=resumed)
-    return BatchLoop(ctx.settings, role, subscription, process, ctx.deadletters, group_id=group, hooks=hooks)
+                      on_delivered=send_seconds.observe, on_paused=paused, on_resumed=resumed)
+    return BatchLoop(ctx.settings, role, subscription, process, ctx.deadletters, group_id=group, hooks=hooks,
+                     metrics=metrics)
 
 
 class _LockedMonitor:
@@ -166,7 +164,7 @@ def build_loops(ctx: WorkerContext) -> list[BatchLoop]:
     settings, state = ctx.settings, ctx.state
     loops = []
     guard = ContractGuard(settings, state)
-    watch = AlertRateWatch(settings_contract(settings))
+    watch = AlertRateWatch(Contract.from_settings(settings))
     monitor = _LockedMonitor(ScoreMonitor(ctx.metrics, watch=watch, on_breach=guard))
 
     def scorer_step() -> ScorerStep:

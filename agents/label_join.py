@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 
+from museflow.agents.context import agent_rejecter
 from museflow.config import Settings
 from museflow.contracts.deadletter import DeadLetterWriter
 from museflow.contracts.scorelog import rows
@@ -39,7 +40,7 @@ def _seconds(value: Any) -> float:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return value.timestamp()
+        return float(value.timestamp())
     return float(value) / 1000.0
 
 
@@ -48,35 +49,20 @@ def _clamped(seconds: float) -> float:
     return min(seconds, time.time() + _MAX_FUTURE_SECONDS)
 
 
-def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *,
-             thresholds_for: Callable[[str], Sequence[float]] | None = None,
-             window_seconds: float | None = None, max_entries: int | None = None) -> LabelJoin:
+def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *, deadletters: DeadLetterWriter,
+             thresholds_for: Callable[[str], Sequence[float]] | None = None) -> LabelJoin:
     """Join ``museflow.score-log`` (served scores) with ``museflow.labels`` and export labelled performance.
 
     ``thresholds_for(tenant)`` gives the watch thresholds of a tenant's routes (default
-    :data:`DEFAULT_THRESHOLDS`); the window and memory bound default to the settings
-    ``label_join_window_seconds`` / ``label_join_max_entries`` when present, else 30 days / 500k.
+    :data:`DEFAULT_THRESHOLDS`); the window and memory bound are :class:`LabelJoin`'s defaults
+    (30 days, 500k pending halves). An undecodable score or label becomes a dead letter (the worker's
+    ``deadletters``, shared with its other roles).
     """
-    join = LabelJoin(
-        window_seconds=window_seconds or float(getattr(settings, "label_join_window_seconds", 30 * 86400.0)),
-        max_entries=max_entries or int(getattr(settings, "label_join_max_entries", 500_000)),
-    )
+    join = LabelJoin()
     label_metrics = LabelMetrics(metrics.registry, tenant_label=metrics.tenant_label)
     thresholds = thresholds_for or (lambda tenant: DEFAULT_THRESHOLDS)
     serdes = serdes_from_settings(settings)
-    dlq = app.topic(settings.topics.dlq)
-
-    async def send_dead_letter(topic: str, key: bytes | None, value: bytes) -> None:
-        await dlq.send(key=key, value=value)
-
-    dead_letters = DeadLetterWriter(settings.topics.dlq, serde=serdes.dead_letters, asend=send_dead_letter,
-                                    registry=metrics.registry, stage="label-join")
-
-    async def reject(event: Any, error: Exception) -> None:
-        msg = event.message
-        await dead_letters.awrite(msg.value, reason=getattr(error, "reason", "undecodable"), detail=str(error),
-                                  key=msg.key, source_topic=msg.topic, source_partition=msg.partition,
-                                  source_offset=msg.offset)
+    reject = agent_rejecter(app, deadletters, "label-join")
 
     @app.agent(app.topic(settings.topics.score_log), name=f"{settings.app_id}.label-join-scores")
     async def scores(stream: Any) -> None:
@@ -109,7 +95,7 @@ def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *,
                 if joined is not None:
                     label_metrics.count_join(joined)
 
-    @app.timer(PUBLISH_INTERVAL_SECONDS, name=f"{settings.app_id}.label-join-publish")
+    @app.timer(PUBLISH_INTERVAL_SECONDS, name=f"{settings.app_id}.label-join-publish")  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def publish() -> None:
         join.expire(now=time.time())
         label_metrics.publish(join, thresholds)

@@ -31,7 +31,7 @@ def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *,
     collector = LagCollector(settings, tuple(groups) if groups else None, registry=metrics.registry,
                              group_prefix=None if groups else settings.app_id)
 
-    @app.timer(interval, name=f"{settings.app_id}.lag")
+    @app.timer(interval, name=f"{settings.app_id}.lag")  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def refresh_lag() -> None:
         await asyncio.get_running_loop().run_in_executor(None, collector.refresh)
 

@@ -91,7 +91,8 @@ def build_worker(settings: Settings, roles: Sequence[str] = ROLES, models: Colle
             module.register(app, settings, ctx.metrics)
             ctx.ready_roles.add(role)
         elif role == "label-join":
-            module.register(app, settings, ctx.metrics, thresholds_for=_watch_thresholds(ctx))
+            module.register(app, settings, ctx.metrics, deadletters=ctx.deadletters,
+                            thresholds_for=_watch_thresholds(ctx))
             ctx.ready_roles.add(role)
         else:
             module.register(app, ctx)

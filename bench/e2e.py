@@ -53,8 +53,8 @@ from rich.table import Table
 from museflow.config import Settings
 from museflow.contracts.serde import Serdes
 from museflow.contracts.topics import core_topics, model_topic, tenant_topic
+from museflow.contracts.validation import event_key
 from museflow.demo.loadgen import TransactionGenerator
-from museflow.demo.producing import event_key
 from museflow.demo.supervise import WorkerProcess, free_port
 from museflow.kafka.admin import ensure_topics
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from typing import Any
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -59,12 +57,12 @@ def _versus_rehearsal(state: Any, shadow: QuantileMap) -> str:
 @click.option("--tenant", default=None, help="Only this tenant.")
 def contract_table(bootstrap_servers: str | None, topic_prefix: str | None, tenant: str | None) -> None:
     """Per route, model and threshold: samples the alert-rate contract needs, samples the map has, verdict."""
-    from museflow.control.contract import judge_fit
-    from museflow.kafka.plane import read_state, settings_contract
+    from museflow.control.contract import Contract, judge_fit
+    from museflow.kafka.plane import read_state
     from museflow.transform.refit import DEFAULT_CONTRACT_RATES
 
     settings = settings_from(bootstrap_servers, topic_prefix)
-    state, contract = read_state(settings), settings_contract(settings)
+    state, contract = read_state(settings), Contract.from_settings(settings)
     table = Table("tenant", "intent", "model", "role", "threshold", "target", "samples needed", "map", "samples",
                   "verdict", title=f"alert-rate contract: {contract.describe()}")
     for route in state.routes:
@@ -99,23 +97,15 @@ def contract_table(bootstrap_servers: str | None, topic_prefix: str | None, tena
 def refit(bootstrap_servers: str | None, topic_prefix: str | None, since_s: float | None, force: bool,
           dry_run: bool) -> None:
     """Refit every (model version, tenant) map now from the score log, with the same guards as the agent."""
-    from museflow.kafka.plane import publish_map, read_state, settings_contract
+    from museflow.kafka.plane import publish_map, read_state, refitter_for_settings
     from museflow.kafka.scorelog import read_score_log
-    from museflow.transform.refit import refitter_for_routes
 
     settings = settings_from(bootstrap_servers, topic_prefix)
     window = since_s or settings.refit_window_seconds
     state = read_state(settings)
-    refitter = refitter_for_routes(
-        state.routes, state.reference, min_samples=settings.refit_min_samples,
-        min_tail_samples=settings.refit_min_tail_samples, max_alert_rate_shift=settings.refit_max_alert_rate_shift,
-        window_seconds=window, store=state.maps, contract=settings_contract(settings))
+    refitter = refitter_for_settings(settings, state, window_seconds=window)
     now = time.time()
-    groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
-    for r in read_score_log(settings, since_ms=int((now - window) * 1000)):
-        groups[(r["model"], r["model_version"], r["tenant"], r["intent"])].append(r["corrected_score"])
-    for (model, version, tenant, intent), scores in groups.items():
-        refitter.observe(model, version, tenant, intent, np.asarray(scores), now)
+    counts = refitter.observe_log(read_score_log(settings, since_ms=int((now - window) * 1000)), now)
     table = Table("model", "tenant", "intent", "outcome", "reason", "samples")
     for outcome in refitter.refit(now, force=force):
         model, version, intent, tenant = outcome.key
@@ -125,5 +115,5 @@ def refit(bootstrap_servers: str | None, topic_prefix: str | None, since_s: floa
         verdict = (f"published v{outcome.candidate.version}" if published and outcome.candidate and not dry_run
                    else "would publish" if published else "held")
         table.add_row(f"{model}@{version}", tenant or "(pooled)", intent, verdict, outcome.decision.message[:80],
-                      f"{len(groups.get((model, version, tenant, intent), ())) if tenant else '-'}")
+                      f"{counts.get((model, version, tenant, intent), 0) if tenant else '-'}")
     Console().print(table)

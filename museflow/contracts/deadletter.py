@@ -6,9 +6,10 @@ coordinates, and is counted in ``museflow_dead_letters_total{reason,stage}``. Bu
 handing over a dead letter never raises into the stream: a failure is logged and counted in
 ``museflow_dead_letter_failures_total{stage}`` instead.
 
-The writer is transport-agnostic: it encodes and counts, and calls an injected ``send`` (sync)
-or ``asend`` (async, e.g. a Faust topic) — or callers use :meth:`DeadLetterWriter.build` and send
-the returned message themselves.
+The writer is transport-agnostic: :meth:`~DeadLetterWriter.build` encodes, the transport sends and
+:meth:`~DeadLetterWriter.count` counts once the message is handed over. The hot loops produce the
+message inside their batch (its transaction, exactly-once) and count it on delivery; Faust agents
+await :meth:`~DeadLetterWriter.awrite` with their topic's send.
 
 :class:`ReplaySelection` decides which dead letters ``museflow dlq replay`` re-publishes to the
 events topic once their cause is fixed: those of chosen reasons, rejected in a time range, by
@@ -39,7 +40,6 @@ __all__ = [
     "DeadLetterMessage",
     "DeadLetterReason",
     "DeadLetterWriter",
-    "Rejection",
     "ReplaySelection",
 ]
 
@@ -95,15 +95,6 @@ class DeadLetterReason(StrEnum):
         return member if isinstance(member, DeadLetterReason) else cls.INTERNAL_ERROR
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A record refused by a check: the reason code, what was wrong, and the tenant if known."""
-
-    reason: DeadLetterReason
-    detail: str
-    tenant: str | None = None
-
-
 NEVER_REPLAYED = frozenset({DeadLetterReason.TENANT_MISMATCH.value})
 """Reasons ``museflow dlq replay`` refuses: replaying them would undo the check that made them."""
 
@@ -153,7 +144,6 @@ class DeadLetterMessage:
     stage: str
 
 
-SendFn = Callable[[str, bytes | None, bytes], object]
 AsyncSendFn = Callable[[str, bytes | None, bytes], Awaitable[object]]
 
 _METRICS: weakref.WeakKeyDictionary[CollectorRegistry, tuple[Counter, Counter]] = weakref.WeakKeyDictionary()
@@ -175,8 +165,7 @@ class DeadLetterWriter:
     """Builds, counts and sends dead letters; never raises into the stream.
 
     ``topic`` is the DLQ topic (``settings.topics.dlq``); ``serde`` encodes ``DeadLetter``
-    records (default: single-object framing); ``send(topic, key, value)`` or
-    ``asend(...)`` hand the message to a producer; ``registry`` receives the counters.
+    records (default: single-object framing); ``registry`` receives the counters.
     """
 
     def __init__(
@@ -184,8 +173,6 @@ class DeadLetterWriter:
         topic: str,
         *,
         serde: AvroSerde | None = None,
-        send: SendFn | None = None,
-        asend: AsyncSendFn | None = None,
         registry: CollectorRegistry | None = None,
         stage: str = "router",
         clock: Callable[[], float] = time.time,
@@ -197,8 +184,6 @@ class DeadLetterWriter:
         self.topic = topic
         self.serde = serde
         self.stage = stage
-        self._send = send
-        self._asend = asend
         self._clock = clock
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._total, self._failures = _metrics(self.registry)
@@ -286,44 +271,21 @@ class DeadLetterWriter:
         except Exception:  # a metrics failure must not stop the stream either
             log.exception("counting a dead letter failed; the dead letter itself was sent")
 
-    def write(self, value: bytes | None, **fields: Any) -> bool:
-        """Build, send with the injected ``send`` and count; True when the message was handed over."""
+    async def awrite(self, asend: AsyncSendFn, value: bytes | None, **fields: Any) -> bool:
+        """Build (as :meth:`build`), await ``asend(topic, key, value)`` (a Faust agent: its topic's ``send``), count.
+
+        True when the message was handed over; a failure is logged and counted, never raised.
+        """
         message = self.build(value, **fields)
         if message is None:
             return False
-        if self._send is None:
-            self._failed(message.stage, "writing a dead letter: no send callable was given to DeadLetterWriter")
-            return False
         try:
-            self._send(message.topic, message.key, message.value)
+            await asend(message.topic, message.key, message.value)
         except Exception:
             self._failed(message.stage, f"sending a dead letter ({message.reason.value}) to {message.topic}")
             return False
         self.count(message.reason, message.stage)
         return True
-
-    async def awrite(self, value: bytes | None, **fields: Any) -> bool:
-        """As :meth:`write`, awaiting the injected ``asend`` (Faust: ``topic.send``)."""
-        message = self.build(value, **fields)
-        if message is None:
-            return False
-        if self._asend is None:
-            self._failed(message.stage, "writing a dead letter: no asend callable was given to DeadLetterWriter")
-            return False
-        try:
-            await self._asend(message.topic, message.key, message.value)
-        except Exception:
-            self._failed(message.stage, f"sending a dead letter ({message.reason.value}) to {message.topic}")
-            return False
-        self.count(message.reason, message.stage)
-        return True
-
-    def reject(
-        self, rejection: Rejection, value: bytes | None, *, key: bytes | None = None, **source: Any
-    ) -> bool:
-        """:meth:`write` for a :class:`Rejection` from :mod:`museflow.contracts.validation`."""
-        return self.write(value, reason=rejection.reason, detail=rejection.detail, key=key,
-                          tenant=rejection.tenant, **source)
 
     def _failed(self, stage: str, what: str) -> None:
         self.failures += 1

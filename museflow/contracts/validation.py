@@ -1,9 +1,9 @@
-"""The TransactionEvent contract beyond its Avro types, and the router's accept/reject decision.
+"""The TransactionEvent contract beyond its Avro types: the router's accept/reject check and the event key.
 
 Avro guarantees types; :func:`validate_event` guarantees meaning: a tenant id safe to put in a
-topic name, a finite non-negative amount, an event time not from the future, ids present.
-:class:`EventClassifier` turns raw bytes into either a valid event dict or a
-:class:`~museflow.contracts.deadletter.Rejection` with the reason code the dead letter will carry.
+topic name, a finite non-negative amount, an event time not from the future, ids present. The
+router (:class:`~museflow.runtime.pipeline.RouterStep`) turns a refusal into a dead letter with its
+reason code.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from museflow.contracts.deadletter import DeadLetterReason, Rejection
-from museflow.contracts.serde import AvroSerde
-from museflow.errors import SerializationError, ValidationError
+from museflow.contracts.deadletter import DeadLetterReason
+from museflow.errors import ValidationError
 
 __all__ = [
     "DEFAULT_LIMITS",
     "NAME_PATTERN",
-    "EventClassifier",
     "EventLimits",
+    "event_key",
     "validate_event",
 ]
 
@@ -43,6 +42,16 @@ class EventLimits:
 
 
 DEFAULT_LIMITS = EventLimits()
+
+
+def event_key(event: Mapping[str, Any]) -> bytes:
+    """The partitioning key of an event: card id, else account id, else event id (UTF-8).
+
+    Producers key with it and the router keys an unkeyed event's forwards with it, so one entity's
+    events stay on one partition (and in order) end to end.
+    """
+    key = event.get("card_id") or event.get("account_id") or event.get("event_id") or ""
+    return str(key).encode("utf-8")
 
 
 def validate_event(
@@ -121,49 +130,3 @@ def validate_event(
             f"event {event_id}: intent {intent!r} is not routed for tenant {tenant}",
             reason=DeadLetterReason.UNKNOWN_INTENT.value,
         )
-
-
-class EventClassifier:
-    """Bytes from ``museflow.events`` -> a valid event dict, or a :class:`Rejection`.
-
-    ``tenants`` / ``intents`` are containers of known ids (a live view is fine: a set the route
-    table updates), or None to skip that check.
-    """
-
-    def __init__(
-        self,
-        serde: AvroSerde | None = None,
-        *,
-        tenants: Container[str] | None = None,
-        intents: Container[str] | None = None,
-        limits: EventLimits = DEFAULT_LIMITS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.serde = serde if serde is not None else AvroSerde.for_schema("TransactionEvent")
-        self.tenants = tenants
-        self.intents = intents
-        self.limits = limits
-        self._clock = clock
-
-    def classify(self, value: bytes | None) -> dict[str, Any] | Rejection:
-        """The decoded, validated event, or why it must be a dead letter."""
-        return self.classify_many((value,))[0]
-
-    def classify_many(self, values: Iterable[bytes | None]) -> list[dict[str, Any] | Rejection]:
-        """:meth:`classify` for a batch (one decode call, one clock read)."""
-        now_ms = int(self._clock() * 1000)
-        out: list[dict[str, Any] | Rejection] = []
-        for decoded in self.serde.decode_many(values):
-            if isinstance(decoded, SerializationError):
-                out.append(Rejection(DeadLetterReason.parse(decoded.reason), str(decoded)))
-                continue
-            try:
-                validate_event(decoded, now_ms=now_ms, limits=self.limits, tenants=self.tenants,
-                               intents=self.intents)
-            except ValidationError as exc:
-                tenant = decoded.get("tenant")
-                known = isinstance(tenant, str) and NAME_PATTERN.fullmatch(tenant) is not None
-                out.append(Rejection(DeadLetterReason.parse(exc.reason), str(exc), tenant if known else None))
-                continue
-            out.append(decoded)
-        return out

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from museflow.config import Settings
 from museflow.errors import MapError
 from museflow.transform.qmap import QuantileMap
 from museflow.transform.reference import ReferenceDistribution, collapse_ties, probability_grid
@@ -89,6 +90,11 @@ class Contract:
         if not (0 < self.tolerance < 1 and 0.5 < self.confidence < 1):
             raise ValueError(f"Contract(tolerance={self.tolerance}, confidence={self.confidence}): tolerance must be "
                              "in (0, 1) and confidence in (0.5, 1)")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Contract:
+        """The contract the deployment states (``MUSEFLOW_CONTRACT_TOLERANCE`` / ``_CONFIDENCE``)."""
+        return cls(tolerance=settings.contract_tolerance, confidence=settings.contract_confidence)
 
     @property
     def z(self) -> float:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["control_key", "record_digest", "value_digest"]
+if TYPE_CHECKING:
+    from museflow.transform.qmap import QuantileMap
+
+__all__ = ["control_key", "map_message", "record_digest", "value_digest"]
 
 
 def value_digest(value: bytes) -> str:
@@ -41,3 +44,10 @@ def control_key(kind: str, record: Mapping[str, Any], digest: str) -> str:
     if kind == "reference":
         return f"reference/{record['name']}@{record['version']}#{tag}"
     raise ValueError(f"unknown control record kind {kind!r}")
+
+
+def map_message(qmap: QuantileMap, encode: Callable[[Mapping[str, Any]], bytes]) -> tuple[str, bytes]:
+    """``(Kafka key, value)`` of ``qmap`` on the maps topic: its encoded record under its content key."""
+    record = qmap.to_record()
+    value = encode(record)
+    return control_key("map", record, value_digest(value)), value

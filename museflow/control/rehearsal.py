@@ -45,7 +45,7 @@ import numpy.typing as npt
 from museflow.contracts.validation import validate_event
 from museflow.control.contract import Contract
 from museflow.control.routing import ModelRef, Route
-from museflow.control.state import PipelineState
+from museflow.control.state import PipelineState, rejection_key
 from museflow.errors import MapError, RouteError, ValidationError
 from museflow.model.scoring import LoadedModel
 from museflow.observe.estimate import check_calibration
@@ -98,7 +98,7 @@ class Rehearsal:
     def _loaded(self, ref: ModelRef) -> LoadedModel:
         model = self.state.registry.find(ref.name, ref.version)
         if model is None:
-            why = self.state.rejected.get(f"deployment {ref}", "not deployed")
+            why = self.state.rejected.get(rejection_key("deployment", ref), "not deployed")
             raise RouteError(f"{ref} cannot be rehearsed: it is not loaded ({why}); museflow models deploy SPEC")
         return model
 

@@ -47,11 +47,17 @@ from museflow.observe.metrics import PipelineMetrics
 from museflow.transform.qmap import MapKey, MapStore, QuantileMap, map_key
 from museflow.transform.reference import ReferenceDistribution
 
-__all__ = ["CONTROL_KINDS", "Deployment", "PipelineState", "resolve_artifact"]
+__all__ = ["CONTROL_KINDS", "Deployment", "PipelineState", "rejection_key", "resolve_artifact"]
 
 log = logging.getLogger(__name__)
 
 CONTROL_KINDS = ("route", "deployment", "map", "reference")
+
+
+def rejection_key(kind: str, what: object) -> str:
+    """The key of :attr:`PipelineState.rejected` for the ``kind`` record about ``what``, e.g.
+    ``deployment fraud-cnp@1``; readers ask with the same call."""
+    return f"{kind} {what}"
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ class PipelineState:
     references: dict[str, ReferenceDistribution] = field(default_factory=dict)
     deployments: dict[ModelRef, Deployment] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+    """Why a record is not in force, under :func:`rejection_key`."""
     on_change: list[Callable[[str, Any], None]] = field(default_factory=list)
     _view: dict[tuple[str, str], _Held] = field(default_factory=dict)
     _groups: dict[tuple[str, Hashable], set[str]] = field(default_factory=dict)
@@ -266,14 +273,14 @@ class PipelineState:
             loaded = self._load(held)
             if loaded.model is not None:
                 self.deployments[ref] = held.value
-                self.rejected.pop(f"deployment {ref}", None)
+                self.rejected.pop(rejection_key("deployment", ref), None)
                 self._install(ref, loaded.model)
                 self._report_ignored(ref, held, candidates[i + 1:])
                 return
             errors.append(loaded.error)
         self.deployments[ref] = candidates[0].value
         self._unload(ref, "; ".join(errors))
-        self.rejected[f"deployment {ref}"] = "; ".join(errors)
+        self.rejected[rejection_key("deployment", ref)] = "; ".join(errors)
 
     def _report_ignored(self, ref: ModelRef, winner: _Held, later: list[_Held]) -> None:
         """Say so (once each) when a later record for a serving version differs from the one serving."""
@@ -376,7 +383,7 @@ class PipelineState:
         if self.references.get(name) is best.value:
             return
         self.references[name] = best.value
-        self.rejected.pop(name, None)
+        self.rejected.pop(rejection_key("reference", name), None)
         self._notify("reference", best.value)
 
     # -- what the rest of the worker asks -----------------------------------------------------------
@@ -405,8 +412,9 @@ class PipelineState:
         """A reference by ``name@version``; the uniform reference when unknown (logged once)."""
         found = self.references.get(name)
         if found is None:
-            if name not in self.rejected:
-                self.rejected[name] = "unknown reference; using uniform@1 until it is published"
+            key = rejection_key("reference", name)
+            if key not in self.rejected:
+                self.rejected[key] = "unknown reference; using uniform@1 until it is published"
                 log.warning("reference %s is not published; mapping onto uniform@1 meanwhile", name)
             return self.references["uniform@1"]
         return found
@@ -439,7 +447,7 @@ class PipelineState:
         return self.references.get(f"{record.get('name')}@{record.get('version')}")
 
     def _reject(self, kind: str, what: str, message: str) -> None:
-        self.rejected[f"{kind} {what}"] = message
+        self.rejected[rejection_key(kind, what)] = message
         log.error("rejected %s (what was serving keeps serving): %s", kind, message)
         self._notify("rejected", (kind, what, message))
 

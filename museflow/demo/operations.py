@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from museflow.config import Settings
-from museflow.control.contract import judge_fit
+from museflow.control.contract import Contract, judge_fit
 from museflow.control.routing import Candidate, Route
 from museflow.demo.clock import RunClock
 from museflow.demo.loadgen import ACCOUNT_TAKEOVER, CARD_NOT_PRESENT
@@ -22,7 +22,6 @@ from museflow.kafka.plane import (
     publish_reference,
     publish_route,
     read_state,
-    settings_contract,
 )
 from museflow.kafka.rehearse import rehearse
 from museflow.kafka.scorelog import read_score_log
@@ -172,7 +171,7 @@ class ControlSteps:
 
     def _judge_contract(self, tenant: str, qmap: QuantileMap) -> None:
         """What the alert-rate contract says of the map v2 is promoted with, at each watched threshold."""
-        contract = settings_contract(self.settings)
+        contract = Contract.from_settings(self.settings)
         self.swap.contract[tenant] = [judge_fit(qmap, tau, rate, contract).to_json()
                                       for rate, tau in self.swap.watch.get(tenant, [])]
 

@@ -26,13 +26,14 @@ import numpy as np
 from museflow.config import Settings
 from museflow.contracts.serde import Serdes
 from museflow.contracts.topics import core_topics
+from museflow.contracts.validation import event_key
 from museflow.demo.loadgen import TransactionGenerator
 from museflow.demo.malformed import BAD_KINDS, BadEvent, make_bad_event
 from museflow.errors import BrokerError, ConfigError
 from museflow.kafka.admin import ensure_topics
 from museflow.kafka.clients import DeliveryReport, KafkaException, Producer, make_producer
 
-__all__ = ["ProduceProgress", "ProduceSummary", "TokenBucket", "event_key", "produce_events"]
+__all__ = ["ProduceProgress", "ProduceSummary", "TokenBucket", "produce_events"]
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,6 @@ class ProduceSummary:
         """True when every event and label sent was acknowledged."""
         return self.failed == 0 and self.labels_failed == 0 and self.acked == self.sent \
             and self.labels_acked == self.labels_sent
-
-
-def event_key(event: dict[str, Any]) -> bytes:
-    """The partitioning key: card id, else account id, else event id."""
-    key = event.get("card_id") or event.get("account_id") or event.get("event_id") or ""
-    return str(key).encode("utf-8")
 
 
 def produce_events(

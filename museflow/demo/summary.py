@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from museflow.config import Settings
+from museflow.control.contract import Contract
 from museflow.control.rehearsal import PREDICTION_CHECK
 from museflow.demo.loadgen import CARD_NOT_PRESENT
 from museflow.demo.producing import ProduceSummary
@@ -26,7 +27,7 @@ from museflow.demo.view import (
     judge_row,
 )
 from museflow.kafka.clients import read_topic
-from museflow.kafka.plane import read_state, settings_contract
+from museflow.kafka.plane import read_state
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.kafka.scorelog import read_score_log
 from museflow.observe.swapreport import build_swap_report, write_report
@@ -100,7 +101,7 @@ def write_summary(settings: Settings, options: DemoOptions, plan: PhasePlan, swa
                                          and swap.deployed_at is not None else None),
             "lead_time_by_shadow_s": swap.shadow_map_lead_s,
             "v2_maps_at_promotion": swap.v2_maps,
-            "contract": {"terms": settings_contract(settings).describe(), "rows": swap.contract},
+            "contract": {"terms": Contract.from_settings(settings).describe(), "rows": swap.contract},
             "rehearsal": {**swap.rehearsal, "predicted_vs_live": _predicted_vs_live(swap, judged)},
         },
         "alert_rates": {

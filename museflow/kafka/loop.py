@@ -59,6 +59,7 @@ from museflow.contracts.topics import DEAD_LETTER_MAX_BYTES
 from museflow.errors import BrokerError, DependencyUnavailable
 from museflow.kafka.clients import make_consumer, make_producer
 from museflow.kafka.limits import TopicLimits
+from museflow.observe.metrics import PipelineMetrics
 from museflow.runtime.pipeline import DeadLetterRequest, InMessage, StepResult, drop_oversize, record_size
 
 __all__ = [
@@ -133,6 +134,18 @@ def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes,
             producer.poll(0.05)
 
 
+def _produce_batch(producer: Producer, result: StepResult, letters: Sequence[DeadLetterMessage],
+                   on_delivery: Any = None) -> None:
+    """Hand a batch's outputs and then its dead letters to the producer (in its transaction, if one is open).
+
+    The one place a hot loop sends dead letters, in both guarantees.
+    """
+    for out in result.out:
+        _produce(producer, out.topic, out.key, out.value, out.headers, on_delivery)
+    for letter in letters:
+        _produce(producer, letter.topic, letter.key, letter.value, None, on_delivery)
+
+
 def _rewind(consumer: Consumer, messages: Sequence[InMessage]) -> None:
     """Seek every partition of a batch back to its first message (the batch is read again)."""
     first: dict[tuple[str, int], int] = {}
@@ -204,12 +217,8 @@ class OrderedCommit:
         producer = loop.producer
         batch = _Batch(_next_offsets(messages), letters, time.perf_counter())
         self.pending.append(batch)
-        for out in result.out:
-            batch.pending += 1
-            _produce(producer, out.topic, out.key, out.value, out.headers, batch.ack)
-        for letter in letters:
-            batch.pending += 1
-            _produce(producer, letter.topic, letter.key, letter.value, None, batch.ack)
+        batch.pending = len(result.out) + len(letters)  # set before any ack can come (acks are served by poll)
+        _produce_batch(producer, result, letters, batch.ack)
         producer.poll(0)
         self._settle(loop)
         while len(self.pending) > self.limit:
@@ -291,7 +300,6 @@ class TransactionalCommit:
 
     transactional_id: str
     timeout_seconds: float
-    aborted: int = 0
 
     def producer_config(self, loop: BatchLoop) -> dict[str, Any]:
         return {"transactional.id": self.transactional_id,
@@ -310,10 +318,7 @@ class TransactionalCommit:
         started = time.perf_counter()
         producer.begin_transaction()
         try:
-            for out in result.out:
-                _produce(producer, out.topic, out.key, out.value, out.headers)
-            for letter in letters:
-                _produce(producer, letter.topic, letter.key, letter.value, None)
+            _produce_batch(producer, result, letters)
             producer.send_offsets_to_transaction(_partitions(_next_offsets(messages)),
                                                  consumer.consumer_group_metadata(), _TIMEOUT)
             _retry(loop.role, lambda: producer.commit_transaction(_TIMEOUT), "commit_transaction")
@@ -321,8 +326,7 @@ class TransactionalCommit:
             error = exc.args[0] if exc.args else None
             if error is not None and error.fatal():
                 raise
-            self.aborted += 1
-            loop.metrics_aborted()
+            loop.aborted()
             if error is not None and error.txn_requires_abort():
                 log.warning("%s: transaction aborted, %d messages will be processed again: %s",
                             loop.role, len(messages), exc)
@@ -376,11 +380,9 @@ class LoopHooks:
     output_topics: Callable[[], Sequence[str]] | None = None
     """Topics whose metadata is fetched before the first batch."""
     on_assigned: Callable[[], None] | None = None
-    """A rebalance handed the loop its partitions (possibly none)."""
+    """A rebalance handed the loop its partitions (possibly none); counted in ``museflow_rebalances_total``."""
     on_delivered: Callable[[float], None] | None = None
     """A batch's outputs are all acknowledged (seconds since it was handed to the producer)."""
-    on_aborted: Callable[[], None] | None = None
-    """An exactly-once batch's transaction was aborted."""
     on_paused: Callable[[str], None] | None = None
     """The loop paused because this dependency is unavailable (e.g. ``schema-registry``)."""
     on_resumed: Callable[[str, float], None] | None = None
@@ -409,7 +411,8 @@ class BatchLoop:
 
     def __init__(self, settings: Settings, role: str, subscription: Sequence[str], process: Process,
                  deadletters: DeadLetterWriter, *, group_id: str, commit: CommitStrategy | None = None,
-                 hooks: LoopHooks | None = None, limits: Callable[[str], int] | None = None) -> None:
+                 hooks: LoopHooks | None = None, limits: Callable[[str], int] | None = None,
+                 metrics: PipelineMetrics | None = None) -> None:
         self.settings, self.role, self.subscription = settings, role, list(subscription)
         self.process, self.deadletters, self.group_id = process, deadletters, group_id
         self.hooks = hooks or LoopHooks()
@@ -425,6 +428,10 @@ class BatchLoop:
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._rebalances = 0
+        metrics = metrics if metrics is not None else PipelineMetrics()
+        # children made now: both counters are exported at 0 from the start
+        self._assignments_total = metrics.child(metrics.rebalances, role)
+        self._aborted_total = metrics.child(metrics.transactions_aborted, role)
 
     @property
     def producer(self) -> Producer:
@@ -461,9 +468,9 @@ class BatchLoop:
         if self.hooks.on_delivered is not None:
             self.hooks.on_delivered(seconds)
 
-    def metrics_aborted(self) -> None:
-        if self.hooks.on_aborted is not None:
-            self.hooks.on_aborted()
+    def aborted(self) -> None:
+        """An exactly-once batch's transaction was aborted (its events are processed again)."""
+        self._aborted_total.inc()
 
     def run(self, stop: threading.Event) -> None:
         settings = self.settings
@@ -627,6 +634,7 @@ class BatchLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalances += 1
+        self._assignments_total.inc()
         if self.hooks.on_assigned is not None:
             self.hooks.on_assigned()
 

@@ -28,7 +28,7 @@ from museflow.kafka.control import ControlTransaction, control_decoder, load_con
 from museflow.observe.estimate import GateReport
 from museflow.transform.qmap import QuantileMap, map_key
 from museflow.transform.reference import ReferenceDistribution
-from museflow.transform.refit import DEFAULT_CONTRACT_RATES
+from museflow.transform.refit import DEFAULT_CONTRACT_RATES, Refitter, refitter_for_routes
 
 __all__ = [
     "contract_gate",
@@ -42,10 +42,10 @@ __all__ = [
     "publish_verdict",
     "read_state",
     "recall_gate",
+    "refitter_for_settings",
     "retire",
     "rollback",
     "set_routes",
-    "settings_contract",
     "stage_artifact",
     "superseded_maps",
     "transaction",
@@ -169,8 +169,15 @@ def publish_verdict(settings: Settings, record: dict[str, Any], txn: ControlTran
         raise BrokerError(f"verdict for {key.decode()} not acknowledged by {settings.topics.verdicts} within 30 s")
 
 
-def settings_contract(settings: Settings) -> Contract:
-    return Contract(tolerance=settings.contract_tolerance, confidence=settings.contract_confidence)
+def refitter_for_settings(settings: Settings, state: PipelineState, *,
+                          window_seconds: float | None = None) -> Refitter:
+    """The Refitter the refit agent runs (and ``museflow maps refit`` with it): the settings' guards and
+    contract, the routes and maps in ``state``, a window of ``window_seconds`` (default the settings')."""
+    return refitter_for_routes(
+        state.routes, state.reference, min_samples=settings.refit_min_samples,
+        min_tail_samples=settings.refit_min_tail_samples, max_alert_rate_shift=settings.refit_max_alert_rate_shift,
+        window_seconds=window_seconds or settings.refit_window_seconds, store=state.maps,
+        contract=Contract.from_settings(settings))
 
 
 def contract_gate(settings: Settings, state: PipelineState, route: Route, qmap: QuantileMap, *,
@@ -219,7 +226,7 @@ def promote(settings: Settings, key: str, candidate: ModelRef, *, by: str = "cli
                 "publishes it (museflow maps list)")
         serving = own if own is not None else pooled
         assert serving is not None
-        report = contract_gate(settings, state, current, serving, contract=contract or settings_contract(settings))
+        report = contract_gate(settings, state, current, serving, contract=contract or Contract.from_settings(settings))
         if explain is not None:
             explain(report.table())
         breaches = [r for r in report.rows if r.verdict == "breach"]
@@ -385,12 +392,10 @@ def superseded_maps(state: PipelineState, qmap: QuantileMap, keep: int = MAP_VER
 
 def publish_map(settings: Settings, qmap: QuantileMap, *, state: PipelineState | None = None) -> str:
     """Publish a fitted map under its content key; tombstone the versions it makes obsolete."""
-    from museflow.control.keys import control_key, value_digest
+    from museflow.control.keys import map_message
     from museflow.kafka.schema_registry import serdes_from_settings
 
-    record = qmap.to_record()
-    value = serdes_from_settings(settings).quantile_maps.encode(record)
-    key = control_key("map", record, value_digest(value))
+    key, value = map_message(qmap, serdes_from_settings(settings).quantile_maps.encode)
     publish_control(settings, settings.topics.quantile_maps, key, value)
     for old in superseded_maps(state, qmap) if state is not None else ():
         publish_control(settings, settings.topics.quantile_maps, old, None)

@@ -34,9 +34,11 @@ import numpy as np
 from museflow.config import TopicNames
 from museflow.contracts.serde import Serdes
 from museflow.contracts.topics import ingest_tenant
+from museflow.contracts.validation import event_key
 from museflow.control.routing import ModelRef
-from museflow.control.state import PipelineState
+from museflow.control.state import PipelineState, rejection_key
 from museflow.errors import MuseflowError, SerializationError, ValidationError
+from museflow.model.features import source_value
 from museflow.model.scoring import LoadedModel
 
 __all__ = [
@@ -120,16 +122,6 @@ class StepResult:
     in_place: list[tuple[InMessage, Mapping[str, Any]]] = field(default_factory=list)
 
 
-def _entity_key(event: Mapping[str, Any], fallback: bytes | None) -> bytes:
-    if fallback:
-        return fallback
-    for name in ("card_id", "account_id", "event_id"):
-        value = event.get(name)
-        if value:
-            return str(value).encode()
-    return b""
-
-
 class Validate(Protocol):
     """The router's accept/reject check (:func:`museflow.contracts.validation.validate_event`)."""
 
@@ -204,7 +196,7 @@ class RouterStep:
                         "`museflow routes set`", None))
                 continue
             decision = route.decide(str(event["event_id"]))
-            key = _entity_key(event, message.key)
+            key = message.key or event_key(event)
             base = ((H_ROUTE, str(route.version).encode()), (H_INGEST, ingest))
             same = [s for s in decision.shadows if s.name == decision.serve.name]
             headers = (*base, (H_SERVE, str(decision.serve).encode()), (H_ROLE, decision.role.encode()),
@@ -391,7 +383,7 @@ class ScorerStep:
         model = state.registry.find(ref.name, ref.version)
         rows = task.rows
         if model is None:
-            why = state.rejected.get(f"deployment {ref}", "not deployed")
+            why = state.rejected.get(rejection_key("deployment", ref), "not deployed")
             for row, role in zip(rows, task.roles, strict=True):
                 if role != "shadow":
                     result.dead.append(DeadLetterRequest(
@@ -429,7 +421,10 @@ class ScorerStep:
             if self.monitor is not None and route is not None and ref != route.champion:
                 self.monitor.observe_candidate(tenant, intent, ref_text, mapped, scores.probability[pos],
                                                route.watch_thresholds)
-            reference = f"{qmap.reference_name}@{qmap.reference_version}"
+            # the fields a ScoredEvent and its ScoreLogBatch share, built once per group
+            shared = {"tenant": tenant, "intent": intent, "model": ref.name, "model_version": ref.version,
+                      "route_version": route_version, "map_version": qmap.version,
+                      "reference": f"{qmap.reference_name}@{qmap.reference_version}", "scored_at": scored_ms}
             tenant_topic = self._tenant_topic(tenant)
             log_key = f"{ref}/{tenant}".encode()
             latency = metrics.child(metrics.end_to_end_latency, tenant)
@@ -454,10 +449,8 @@ class ScorerStep:
                         pending.log_to.append((score_log, log_key))
                         pending.log.append(log)
                     log = log_batches[(role, route_version)] = {
-                        "tenant": tenant, "intent": intent, "model": ref.name, "model_version": ref.version,
-                        "role": role, "served": served, "route_version": route_version,
-                        "map_version": qmap.version, "reference": reference, "scored_at": scored_ms,
-                        "event_ids": [], "event_times": [], "raw_scores": [], "corrected_scores": [], "scores": [],
+                        **shared, "role": role, "served": served, "event_ids": [], "event_times": [],
+                        "raw_scores": [], "corrected_scores": [], "scores": [],
                         "features": {name: [] for name, _ in watch}}
                 log["event_ids"].append(event["event_id"])
                 log["event_times"].append(event_time)
@@ -474,10 +467,8 @@ class ScorerStep:
                 n_served += 1
                 scored_to.append((tenant_topic, message.key, message))
                 scored_records.append({
-                    "event_id": event["event_id"], "tenant": tenant, "intent": intent, "model": ref.name,
-                    "model_version": ref.version, "route_version": route_version, "role": role,
-                    "raw_score": raw, "corrected_score": corrected, "score": score, "map_version": qmap.version,
-                    "reference": reference, "event_time": event_time, "scored_at": scored_ms,
+                    **shared, "role": role, "event_id": event["event_id"], "raw_score": raw,
+                    "corrected_score": corrected, "score": score, "event_time": event_time,
                     "latency_ms": float(scored_ms - event_time), "timings": timings,
                 })
                 latency.observe(max(0.0, (scored_ms - event_time) / 1000))
@@ -620,10 +611,8 @@ def _millis(value: Any) -> int:
 
 
 def _feature(event: Mapping[str, Any], source: str) -> float:
-    if source.startswith("attributes."):
-        value = (event.get("attributes") or {}).get(source[len("attributes."):])
-    else:
-        value = event.get(source)
+    """A watched feature's raw value as the score log stores it (NaN when missing or not a number)."""
+    value = source_value(event, source)
     if isinstance(value, bool):
         return float(value)
     try:

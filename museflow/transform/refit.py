@@ -8,6 +8,7 @@ pooled per intent), calls :meth:`Refitter.refit` periodically, and publishes the
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from museflow.control.contract import Contract, Credibility, blend_map, credibility, judge
-from museflow.errors import MapError, RefitRefused
+from museflow.errors import MapError
 from museflow.transform.qmap import MapStore, QuantileMap
 from museflow.transform.reference import ReferenceDistribution, collapse_ties, probability_grid
 from museflow.transform.sketch import DEFAULT_K, WindowedSketch
@@ -28,6 +29,7 @@ __all__ = [
     "RefitOutcome",
     "RefitPolicy",
     "Refitter",
+    "ScoreGroup",
     "SketchKey",
     "alert_rate_on",
     "fit_map",
@@ -48,6 +50,9 @@ STOPGAP_SOURCES = frozenset({"blended", "rehearsal"})
 
 SketchKey = tuple[str, str, str, str | None]
 """``(model, model_version, intent, tenant)``; tenant None for the pooled sketch of an intent."""
+
+ScoreGroup = tuple[str, str, str, str]
+"""``(model, model_version, tenant, intent)``: the score-log records one tenant's sketch takes."""
 
 
 class ExactSample:
@@ -143,11 +148,6 @@ class RefitDecision:
     reason: str
     message: str
     details: Mapping[str, float] = field(default_factory=dict)
-
-    def raise_if_held(self) -> None:
-        """Raise RefitRefused with the message when the candidate is held."""
-        if not self.publish:
-            raise RefitRefused(self.message)
 
 
 def alert_rate_on(qmap: QuantileMap, sketch: WindowedSketch, threshold: float) -> float:
@@ -330,18 +330,19 @@ class Refitter:
             self._sketch(key).update(batch, now)
             self._dirty.add(key)
 
-    def sketch(self, model: str, model_version: str, tenant: str | None, intent: str) -> WindowedSketch | None:
-        """The sketch held for a key (tenant None: pooled), or None."""
-        return self._sketches.get((model, model_version, intent, tenant))
-
-    def sketch_state(self) -> dict[SketchKey, bytes]:
-        """Every sketch serialized (datasketches format), to checkpoint into a compacted topic."""
-        return {key: sketch.to_bytes() for key, sketch in self._sketches.items()}
-
-    def load_sketch(self, key: SketchKey, data: bytes) -> None:
-        """Restore one sketch from :meth:`sketch_state` bytes (e.g. on restart)."""
-        self._sketches[key] = WindowedSketch.from_bytes(data)
-        self._dirty.add(key)
+    def observe_log(self, records: Iterable[Mapping[str, Any]], now: float) -> dict[ScoreGroup, int]:
+        """Feed score-log records, as batches (``corrected_scores``) or the rows they expand into
+        (``corrected_score``), grouped by :data:`ScoreGroup`; returns the scores taken per group."""
+        groups: dict[ScoreGroup, list[float]] = defaultdict(list)
+        for record in records:
+            key = (record["model"], record["model_version"], record["tenant"], record["intent"])
+            if "corrected_scores" in record:
+                groups[key].extend(record["corrected_scores"])
+            else:
+                groups[key].append(record["corrected_score"])
+        for (model, model_version, tenant, intent), scores in groups.items():
+            self.observe(model, model_version, tenant, intent, scores, now)
+        return {key: len(scores) for key, scores in groups.items()}
 
     def refit(self, now: float, force: bool = False) -> list[RefitOutcome]:
         """Fit a candidate for every key with new scores (every key when ``force``) and decide on it.
@@ -452,12 +453,6 @@ class Refitter:
     def _version_after(self, key: SketchKey) -> int:
         mine = self._published.get(key)
         return mine.version if mine is not None else 0
-
-    def fitted(self, model: str, model_version: str, tenant: str, intent: str | None = None) -> bool:
-        """True when the candidate has a published map for ``tenant`` (or, given ``intent``, a pooled one)."""
-        if self.store.get(model, model_version, tenant) is not None:
-            return True
-        return intent is not None and self.store.get_pooled(model, model_version, intent) is not None
 
 
 def refitter_for_routes(routes: Iterable[Any], reference: Callable[[str], ReferenceDistribution], *,

@@ -4,7 +4,7 @@ Wraps datasketches' REQ sketch in high-rank-accuracy mode: its rank error is rel
 tail mass ``1 - q``, so the 0.1%-5% alert-rate region where fraud thresholds live is estimated
 to about 2% of the alert rate (KLL's additive error is 10x-50x worse there; see
 ``bench/sketch_accuracy.py``). The window is a ring of time buckets, one REQ sketch each, merged
-on query. State serializes with datasketches' own binary format inside a small framed envelope.
+on query. :meth:`WindowedSketch.to_bytes` gives the state in datasketches' own binary format, framed.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from collections.abc import Iterable
 import datasketches as ds
 import numpy as np
 import numpy.typing as npt
-
-from museflow.errors import SerializationError
 
 __all__ = ["DEFAULT_K", "WindowedSketch"]
 
@@ -177,7 +175,7 @@ class WindowedSketch:
         return max(upper - q, 0.0) / (1.0 - q)
 
     def to_bytes(self) -> bytes:
-        """Framed datasketches serialization of every bucket (no pickle), for a compacted topic."""
+        """Framed datasketches serialization of every bucket (no pickle): the size of the window's state."""
         parts = [
             _HEADER.pack(
                 _MAGIC,
@@ -195,45 +193,6 @@ class WindowedSketch:
             parts.append(_BUCKET.pack(epoch, len(blob)))
             parts.append(blob)
         return b"".join(parts)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> WindowedSketch:
-        """Inverse of :meth:`to_bytes`; raises SerializationError on foreign or truncated bytes."""
-        try:
-            magic, version, k, buckets, window, count = _HEADER.unpack_from(data, 0)
-            if magic != _MAGIC or version != _FORMAT_VERSION:
-                raise SerializationError(
-                    f"WindowedSketch bytes start with {magic!r} v{version}, expected {_MAGIC!r} "
-                    f"v{_FORMAT_VERSION}; the state was written by another tool or version",
-                    reason="sketch-format",
-                )
-            offset = _HEADER.size
-            (latest,) = struct.unpack_from("<q", data, offset)
-            (rejected,) = struct.unpack_from("<Q", data, offset + 8)
-            offset += 16
-            sketch = cls(k=k, window_seconds=window, buckets=buckets)
-            sketch.latest_epoch = None if latest == -(2**63) else int(latest)
-            sketch.rejected = int(rejected)
-            for _ in range(count):
-                epoch, size = _BUCKET.unpack_from(data, offset)
-                offset += _BUCKET.size
-                blob = bytes(data[offset : offset + size])
-                if len(blob) != size:
-                    raise SerializationError(
-                        f"WindowedSketch bytes truncated in bucket {epoch}: {len(blob)} of {size} bytes",
-                        reason="sketch-truncated",
-                    )
-                sketch._buckets[int(epoch)] = ds.req_floats_sketch.deserialize(blob)
-                offset += size
-        except SerializationError:
-            raise
-        except (struct.error, RuntimeError, ValueError) as exc:
-            raise SerializationError(
-                f"WindowedSketch bytes ({len(data)} bytes) could not be decoded: {exc}; "
-                "drop this state record and let the window refill",
-                reason="sketch-undecodable",
-            ) from exc
-        return sketch
 
     def merge(self, others: Iterable[WindowedSketch]) -> None:
         """Fold other windows with the same bucket span into this one (e.g. partitions of one key)."""

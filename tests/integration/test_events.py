@@ -4,45 +4,61 @@ exactly, every bad one becomes a dead letter with the right reason and its origi
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 
 from confluent_kafka import Producer
 
 from museflow.config import Settings
-from museflow.contracts.deadletter import DeadLetterWriter, Rejection
-from museflow.contracts.serde import Serdes
+from museflow.contracts.deadletter import DeadLetterWriter
+from museflow.contracts.serde import AvroSerde, Serdes
 from museflow.contracts.topics import core_topics
-from museflow.contracts.validation import EventClassifier
+from museflow.contracts.validation import validate_event
+from museflow.control.routing import load_routes_yaml
+from museflow.control.state import PipelineState
 from museflow.demo.loadgen import DEFAULT_TENANTS, TransactionGenerator
 from museflow.demo.malformed import BAD_KINDS
 from museflow.demo.producing import produce_events
 from museflow.kafka.admin import ensure_topics
 from museflow.kafka.clients import DeliveryReport, make_producer, read_topic
+from museflow.observe.metrics import PipelineMetrics
+from museflow.runtime.pipeline import InMessage, RouterStep, StepResult
 
 
-def _route_bad_events(settings: Settings, serdes: Serdes, classifier: EventClassifier) -> tuple[int, int]:
-    """What the router does: classify every event; dead-letter the rejects with a confluent producer."""
+def _route(settings: Settings, serde: AvroSerde, intents: set[str],
+           tmp_path: Path) -> tuple[list[InMessage], StepResult]:
+    """The events topic through the production router, with a route for every default tenant and ``intents``."""
+    state = PipelineState(model_dir=tmp_path, metrics=PipelineMetrics())
+    lines = [f"  - {{tenant: {t.name}, intent: {i}, champion: fraud-cnp@1}}" for t in DEFAULT_TENANTS
+             for i in sorted(intents)]
+    for route in load_routes_yaml(text="routes:\n" + "\n".join(lines) + "\n"):
+        state.routes.apply(replace(route, version=1))
+    records = read_topic(settings, settings.topics.events)
+    messages = [InMessage(r.key, r.value, r.topic, r.partition, r.offset, r.timestamp_ms or 0) for r in records]
+    return messages, RouterStep(state, settings.topics, validate_event).run(messages, serde.decode_many(
+        [m.value for m in messages]))
+
+
+def _route_bad_events(settings: Settings, serdes: Serdes, intents: set[str], tmp_path: Path) -> tuple[int, int]:
+    """What the router does: route every event; dead-letter the rejects with a confluent producer."""
     producer: Producer = make_producer(settings)
     report = DeliveryReport()
-
-    def send(topic: str, key: bytes | None, value: bytes) -> None:
-        producer.produce(topic, value=value, key=key, on_delivery=report)
-
-    writer = DeadLetterWriter(settings.topics.dlq, serde=serdes.dead_letters, send=send, stage="router")
-    records = read_topic(settings, settings.topics.events)
-    accepted = 0
-    for record, result in zip(records, classifier.classify_many(r.value for r in records), strict=True):
-        if isinstance(result, Rejection):
-            assert writer.reject(result, record.value, key=record.key, source_topic=record.topic,
-                                 source_partition=record.partition, source_offset=record.offset,
-                                 timestamp_ms=record.timestamp_ms)
-        else:
-            accepted += 1
+    writer = DeadLetterWriter(settings.topics.dlq, serde=serdes.dead_letters, stage="router")
+    _, result = _route(settings, serdes.events, intents, tmp_path)
+    for dead in result.dead:
+        m = dead.message
+        letter = writer.build(m.value, reason=dead.reason, detail=dead.detail, key=m.key, source_topic=m.topic,
+                              source_partition=m.partition, source_offset=m.offset, tenant=dead.tenant,
+                              timestamp_ms=m.timestamp_ms or None)
+        assert letter is not None
+        producer.produce(letter.topic, value=letter.value, key=letter.key, on_delivery=report)
     assert producer.flush(30) == 0
     assert report.failed == 0
-    return accepted, report.acked
+    return result.primary, report.acked
 
 
-def test_ten_thousand_events_with_two_percent_bad_end_up_decoded_or_dead_lettered(settings: Settings) -> None:
+def test_ten_thousand_events_with_two_percent_bad_end_up_decoded_or_dead_lettered(settings: Settings,
+                                                                                  tmp_path: Path) -> None:
     ensure_topics(settings, core_topics(settings))
     serdes = Serdes()
     generator = TransactionGenerator(DEFAULT_TENANTS, seed=42)
@@ -72,9 +88,7 @@ def test_ten_thousand_events_with_two_percent_bad_end_up_decoded_or_dead_lettere
     assert {lab["event_id"]: lab["is_fraud"] for lab in labels if isinstance(lab, dict)} == {
         e["event_id"]: f["is_fraud"] for e, f in zip(summary.events, summary.labels, strict=True)}
 
-    classifier = EventClassifier(serdes.events, tenants={t.name for t in DEFAULT_TENANTS},
-                                 intents=set(generator.intents))
-    accepted, dead = _route_bad_events(settings, serdes, classifier)
+    accepted, dead = _route_bad_events(settings, serdes, set(generator.intents), tmp_path)
     assert (accepted, dead) == (summary.good, summary.bad_total)
 
     letters = [serdes.dead_letters.decode(r.value) for r in read_topic(settings, settings.topics.dlq)]
@@ -86,7 +100,7 @@ def test_ten_thousand_events_with_two_percent_bad_end_up_decoded_or_dead_lettere
     assert Counter(d["reason"] for d in letters) == Counter(b.reason.value for b in summary.bad)
 
 
-def test_registry_framing_on_the_broker_round_trips(settings: Settings) -> None:
+def test_registry_framing_on_the_broker_round_trips(settings: Settings, tmp_path: Path) -> None:
     from museflow.kafka.schema_registry import serdes_from_settings
 
     registry_settings = settings.replace(schema_registry_url="mock://events-integration")
@@ -96,8 +110,8 @@ def test_registry_framing_on_the_broker_round_trips(settings: Settings) -> None:
     assert summary.ok
     records = read_topic(settings, settings.topics.events)
     assert sum(1 for r in records if r.value and r.value[:1] == b"\x00") >= summary.good  # registry-framed
-    results = EventClassifier(serdes.events, tenants={t.name for t in DEFAULT_TENANTS},
-                              intents={"card-not-present", "account-takeover"}).classify_many(r.value for r in records)
-    assert {r["event_id"]: r for r in results if isinstance(r, dict)} == {e["event_id"]: e for e in summary.events}
-    assert Counter(r.reason.value for r in results if isinstance(r, Rejection)) == Counter(
-        b.reason.value for b in summary.bad)
+    messages, result = _route(settings, serdes.events, {"card-not-present", "account-takeover"}, tmp_path)
+    routed = [serdes.events.decode(o.value) for o in result.out if o.primary]
+    assert {e["event_id"]: e for e in routed} == {e["event_id"]: e for e in summary.events}
+    assert len(messages) == len(records)
+    assert Counter(d.reason for d in result.dead) == Counter(b.reason.value for b in summary.bad)

@@ -20,9 +20,9 @@ from click.testing import CliRunner
 
 from museflow.cli.main import cli
 from museflow.config import Settings
+from museflow.contracts.validation import event_key
 from museflow.control.routing import ModelRef, Route
 from museflow.demo.loadgen import TransactionGenerator
-from museflow.demo.producing import event_key
 from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.clients import DeliveryReport, make_producer, read_topic
 from museflow.kafka.plane import set_routes

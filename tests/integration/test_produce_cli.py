@@ -47,10 +47,11 @@ def test_tail_shows_dead_letters_with_reason_source_and_hex(settings: Settings) 
 
     ensure_topics(settings, core_topics(settings))
     producer = make_producer(settings)
-    writer = DeadLetterWriter(settings.topics.dlq, serde=Serdes().dead_letters,
-                              send=lambda t, k, v: producer.produce(t, value=v, key=k))
-    writer.write(b"\xde\xad\xbe\xef" * 10, reason="undecodable", detail="no framing", key=b"card-9",
-                 source_topic=settings.topics.events, source_partition=4, source_offset=17)
+    letter = DeadLetterWriter(settings.topics.dlq, serde=Serdes().dead_letters).build(
+        b"\xde\xad\xbe\xef" * 10, reason="undecodable", detail="no framing", key=b"card-9",
+        source_topic=settings.topics.events, source_partition=4, source_offset=17)
+    assert letter is not None
+    producer.produce(letter.topic, value=letter.value, key=letter.key)
     assert producer.flush(10) == 0
     runner = CliRunner()
     result = runner.invoke(cli, ["tail", "--dlq"], env=_env(settings))

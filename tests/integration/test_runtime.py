@@ -21,8 +21,9 @@ from museflow.agents.hot import hot_group
 from museflow.config import Settings
 from museflow.contracts.scorelog import rows
 from museflow.contracts.topics import core_topics, model_topic
+from museflow.contracts.validation import event_key
 from museflow.demo.loadgen import TransactionGenerator
-from museflow.demo.producing import event_key, produce_events
+from museflow.demo.producing import produce_events
 from museflow.demo.supervise import WorkerProcess
 from museflow.kafka.admin import admin_client, ensure_topics
 from museflow.kafka.broker import locate_distribution

@@ -499,3 +499,36 @@ def test_a_rebalance_during_a_pause_drops_the_batch_and_reads_it_again(
     assert consumer.committed_offsets() == {(TOPIC, 0): 4} and not consumer.paused
     # librdkafka keeps a revoked partition paused if it comes back later: every paused one is resumed
     assert consumer.resumed == {(TOPIC, 0), (TOPIC, 1), (TOPIC, 2)}
+
+
+class AssigningConsumer(TxnConsumer):
+    """A consumer whose subscription is assigned twice (a rebalance), as librdkafka calls back from poll."""
+
+    def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None) -> None:
+        super().subscribe(topics, on_assign, on_revoke)
+        for _ in range(2):
+            on_assign(self, self.assigned)
+
+
+def test_assignments_and_aborted_transactions_are_counted_per_role_from_zero(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from museflow.observe.metrics import PipelineMetrics
+
+    def sample(metrics: PipelineMetrics, name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"role": "router"})
+
+    stop = threading.Event()
+    consumer = AssigningConsumer([msgs(0, 0, 5)], stop)
+    producer = FakeTxnProducer(KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True))
+    monkeypatch.setattr(batch_loop, "make_consumer", lambda *a, **kw: consumer)
+    monkeypatch.setattr(batch_loop, "make_producer", lambda *a, **kw: producer)
+    monkeypatch.setattr(batch_loop, "_retry", lambda role, call, what, attempts=10: call())
+    metrics = PipelineMetrics()
+    loop = BatchLoop(Settings(processing_guarantee="exactly_once"), "router", [TOPIC], forward,
+                     DeadLetterWriter("dlq"), group_id="g", metrics=metrics)
+    assert sample(metrics, "museflow_rebalances_total") == 0  # exported before the first rebalance
+    assert sample(metrics, "museflow_transactions_aborted_total") == 0
+    loop.run(stop)
+    assert producer.calls.count("abort") == 1
+    assert sample(metrics, "museflow_rebalances_total") == 2
+    assert sample(metrics, "museflow_transactions_aborted_total") == 1

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from museflow.config import Settings
-from museflow.control.keys import control_key, record_digest
+from museflow.control.keys import control_key, map_message, record_digest, value_digest
 from museflow.control.routing import Candidate, ModelRef, Route
-from museflow.control.state import PipelineState, resolve_artifact
+from museflow.control.state import PipelineState, rejection_key, resolve_artifact
 from museflow.errors import ArtifactError
 from museflow.kafka.plane import deployment_record
 from museflow.observe.metrics import PipelineMetrics
@@ -190,8 +190,8 @@ def test_a_deployment_escaping_the_model_dir_is_rejected_and_says_which(specs: d
     record = {**deployment_record(settings, specs["fraud-cnp@1"]), "artifact_uri": "/etc/passwd"}
     state = applied([entry("deployment", record)], Path(settings.model_dir))
     assert state.registry.find("fraud-cnp", "1") is None
-    assert "/etc/passwd" in state.rejected["deployment fraud-cnp@1"]
-    assert "absolute" in state.rejected["deployment fraud-cnp@1"]
+    assert "/etc/passwd" in state.rejected[rejection_key("deployment", V1)]
+    assert "absolute" in state.rejected[rejection_key("deployment", V1)]
 
 
 def test_a_deployment_waits_for_its_artifact_and_loads_when_it_appears(specs: dict[str, Path],
@@ -210,7 +210,7 @@ def test_a_deployment_waits_for_its_artifact_and_loads_when_it_appears(specs: di
     shutil.copyfile(kept, staged)
     assert state.retry_artifacts() == 1
     assert state.registry.find("fraud-cnp", "1") is not None and state.unloaded() == []
-    assert "deployment fraud-cnp@1" not in state.rejected
+    assert rejection_key("deployment", V1) not in state.rejected
 
 
 def test_a_retired_version_stays_retired_whatever_the_order(specs: dict[str, Path], tmp_path: Path) -> None:
@@ -299,3 +299,11 @@ def test_a_control_record_waits_for_the_registry_instead_of_becoming_undecodable
     done.start()
     done.join(5)
     assert not done.is_alive() and stopping.applied == 0  # a stop ends the wait
+
+
+def test_a_map_is_published_under_the_content_key_of_its_encoded_record() -> None:
+    fitted = QuantileMap.from_record(qmap("acme-bank", 3))
+    key, value = map_message(fitted, lambda record: repr(sorted(record.items())).encode())
+    assert value == repr(sorted(fitted.to_record().items())).encode()
+    assert key == control_key("map", fitted.to_record(), value_digest(value))
+    assert key.startswith("map/fraud-cnp@1/acme-bank/v3#")

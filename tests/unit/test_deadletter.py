@@ -8,17 +8,23 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from museflow.contracts.deadletter import DeadLetterReason, DeadLetterWriter, Rejection
+from museflow.contracts.deadletter import DeadLetterReason, DeadLetterWriter
 from museflow.contracts.schemas import load_schema
 from museflow.contracts.serde import Serdes
 
 
 class Sink:
+    """An agent's send (Faust: its dead-letter topic's ``send``) that keeps what it was given."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
 
-    def __call__(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def __call__(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.sent.append((topic, key, value))
+
+
+def write(writer: DeadLetterWriter, send: Any, value: bytes | None, **fields: Any) -> bool:
+    return asyncio.run(writer.awrite(send, value, **fields))
 
 
 def counter(registry: CollectorRegistry, reason: str, stage: str) -> float:
@@ -39,12 +45,12 @@ def test_reason_codes_are_a_documented_stable_set() -> None:
     assert all(v in doc for v in values), "the DeadLetter schema documents every reason code"
 
 
-def test_write_sends_the_original_bytes_with_reason_detail_and_coordinates() -> None:
+def test_awrite_sends_the_original_bytes_with_reason_detail_and_coordinates() -> None:
     serdes, sink, registry = Serdes(), Sink(), CollectorRegistry()
-    writer = DeadLetterWriter("t.museflow.dlq", serde=serdes.dead_letters, send=sink, registry=registry,
+    writer = DeadLetterWriter("t.museflow.dlq", serde=serdes.dead_letters, registry=registry,
                               stage="router", clock=lambda: 1_700_000_000.5)
     original = b"\xc3\x01garbage\x00\xff"
-    assert writer.write(original, reason=DeadLetterReason.UNDECODABLE, detail="bad header", key=b"card-1",
+    assert write(writer, sink, original, reason=DeadLetterReason.UNDECODABLE, detail="bad header", key=b"card-1",
                         source_topic="t.museflow.events", source_partition=3, source_offset=99, timestamp_ms=5)
     ((topic, key, value),) = sink.sent
     assert (topic, key) == ("t.museflow.dlq", b"card-1")
@@ -58,12 +64,12 @@ def test_write_sends_the_original_bytes_with_reason_detail_and_coordinates() -> 
     assert writer.counts == {("undecodable", "router"): 1}
 
 
-def test_reject_takes_a_rejection_and_counts_per_reason_and_stage() -> None:
+def test_dead_letters_are_counted_per_reason_and_stage_and_keep_the_tenant() -> None:
     sink, registry = Sink(), CollectorRegistry()
-    writer = DeadLetterWriter("dlq", send=sink, registry=registry, stage="scorer")
+    writer = DeadLetterWriter("dlq", registry=registry, stage="scorer")
     for _ in range(3):
-        writer.reject(Rejection(DeadLetterReason.INVALID_AMOUNT, "NaN", tenant="acme-bank"), b"v")
-    writer.reject(Rejection(DeadLetterReason.NO_ROUTE, "no route"), b"v", source_topic="x")
+        write(writer, sink, b"v", reason=DeadLetterReason.INVALID_AMOUNT, detail="NaN", tenant="acme-bank")
+    write(writer, sink, b"v", reason=DeadLetterReason.NO_ROUTE, detail="no route", source_topic="x")
     assert counter(registry, "invalid_amount", "scorer") == 3
     assert counter(registry, "no_route", "scorer") == 1
     assert Serdes().dead_letters.decode(sink.sent[0][2])["tenant"] == "acme-bank"
@@ -71,48 +77,48 @@ def test_reject_takes_a_rejection_and_counts_per_reason_and_stage() -> None:
 
 def test_writers_share_counters_on_one_registry() -> None:
     registry = CollectorRegistry()
-    router = DeadLetterWriter("dlq", send=Sink(), registry=registry, stage="router")
-    scorer = DeadLetterWriter("dlq", send=Sink(), registry=registry, stage="scorer")
-    router.write(b"a", reason="clock_skew", detail="x")
-    scorer.write(b"a", reason="clock_skew", detail="x")
+    router = DeadLetterWriter("dlq", registry=registry, stage="router")
+    scorer = DeadLetterWriter("dlq", registry=registry, stage="scorer")
+    write(router, Sink(), b"a", reason="clock_skew", detail="x")
+    write(scorer, Sink(), b"a", reason="clock_skew", detail="x")
     assert counter(registry, "clock_skew", "router") == counter(registry, "clock_skew", "scorer") == 1
 
 
 def test_a_failing_send_is_logged_and_counted_never_raised(caplog: pytest.LogCaptureFixture) -> None:
     registry = CollectorRegistry()
 
-    def broken(topic: str, key: bytes | None, value: bytes) -> None:
+    async def broken(topic: str, key: bytes | None, value: bytes) -> None:
         raise BufferError("queue full")
 
-    writer = DeadLetterWriter("dlq", send=broken, registry=registry)
-    assert writer.write(b"x", reason="undecodable", detail="d") is False
+    writer = DeadLetterWriter("dlq", registry=registry)
+    assert write(writer, broken, b"x", reason="undecodable", detail="d") is False
     assert writer.failures == 1
     assert registry.get_sample_value("museflow_dead_letter_failures_total", {"stage": "router"}) == 1
     assert counter(registry, "undecodable", "router") == 0
     assert "queue full" in caplog.text
-    assert DeadLetterWriter("dlq", registry=CollectorRegistry()).write(b"x", reason="undecodable", detail="") is False
 
 
 def test_a_dead_letter_that_cannot_be_built_is_counted_not_raised() -> None:
-    writer = DeadLetterWriter("dlq", send=Sink(), registry=CollectorRegistry())
+    writer, sink = DeadLetterWriter("dlq", registry=CollectorRegistry()), Sink()
     bad_offset: Any = "not a number"
     assert writer.build(b"x", reason="undecodable", detail="d", source_offset=bad_offset) is None
-    assert writer.write(b"x", reason="undecodable", detail="d", source_partition=bad_offset) is False
+    assert write(writer, sink, b"x", reason="undecodable", detail="d", source_partition=bad_offset) is False
+    assert not sink.sent
     assert writer.failures == 2
 
 
 def test_unknown_reasons_null_values_and_huge_details_are_kept_honest() -> None:
     sink = Sink()
-    writer = DeadLetterWriter("dlq", send=sink, registry=CollectorRegistry(), stage="not-a-stage")
-    writer.write(None, reason="made_up", detail="x" * 10_000)
+    writer = DeadLetterWriter("dlq", registry=CollectorRegistry(), stage="not-a-stage")
+    write(writer, sink, None, reason="made_up", detail="x" * 10_000)
     record = Serdes().dead_letters.decode(sink.sent[0][2])
     assert record["reason"] == "internal_error"
     assert record["detail"].startswith("unknown reason code 'made_up'")
     assert record["detail"].endswith("(truncated)") and len(record["detail"]) <= 4000
     assert record["original_value"] == b""
     assert writer.counts == {("internal_error", "_other"): 1}
-    null_note = DeadLetterWriter("dlq", send=sink, registry=CollectorRegistry()).build(None, reason="undecodable",
-                                                                                     detail="empty")
+    null_note = DeadLetterWriter("dlq", registry=CollectorRegistry()).build(None, reason="undecodable",
+                                                                          detail="empty")
     assert null_note is not None and b"tombstone" in null_note.value
 
 
@@ -125,17 +131,36 @@ def test_build_and_count_serve_callers_that_send_themselves() -> None:
     assert counter(registry, "scoring_failed", "scorer") == 1
 
 
-def test_awrite_awaits_an_async_send_and_survives_its_failure() -> None:
-    sent: list[bytes] = []
+def test_an_agent_rejects_a_record_through_the_writer_and_the_apps_producer() -> None:
+    """The path of the Faust agents (refit and label-join on the score log, label-join on labels)."""
+    from types import SimpleNamespace
 
-    async def asend(topic: str, key: bytes | None, value: bytes) -> None:
-        sent.append(value)
+    from museflow.agents.context import agent_rejecter
+    from museflow.errors import SerializationError
 
-    async def failing(topic: str, key: bytes | None, value: bytes) -> None:
-        raise RuntimeError("broker gone")
+    class Topic:
+        def __init__(self, fail: bool) -> None:
+            self.fail, self.sent = fail, []
 
-    ok = DeadLetterWriter("dlq", asend=asend, registry=CollectorRegistry())
-    bad = DeadLetterWriter("dlq", asend=failing, registry=CollectorRegistry())
-    assert asyncio.run(ok.awrite(b"v", reason="oversize", detail="2 MB")) is True
-    assert asyncio.run(bad.awrite(b"v", reason="oversize", detail="2 MB")) is False
-    assert len(sent) == 1 and bad.failures == 1
+        async def send(self, *, key: bytes | None, value: bytes) -> None:
+            if self.fail:
+                raise RuntimeError("broker gone")
+            self.sent.append((key, value))
+
+    serdes, registry = Serdes(), CollectorRegistry()
+    writer = DeadLetterWriter("t.museflow.dlq", serde=serdes.dead_letters, registry=registry)
+    message = SimpleNamespace(key=b"acme/m@1", value=b"\x00garbage", topic="t.museflow.score-log", partition=2,
+                              offset=41)
+    error = SerializationError("no known framing", reason="undecodable")
+    topics = [Topic(fail=False), Topic(fail=True)]
+    for topic in topics:
+        app = SimpleNamespace(topic=lambda name, topic=topic: topic)
+        reject = agent_rejecter(app, writer, "refit")  # type: ignore[arg-type]
+        assert asyncio.run(reject(SimpleNamespace(message=message), error)) is not topic.fail
+    ((key, value),) = topics[0].sent
+    record = serdes.dead_letters.decode(value)
+    assert key == b"acme/m@1"
+    assert (record["reason"], record["stage"], record["original_value"], record["source_topic"],
+            record["source_partition"], record["source_offset"]) == (
+        "undecodable", "refit", b"\x00garbage", "t.museflow.score-log", 2, 41)
+    assert counter(registry, "undecodable", "refit") == 1 and writer.failures == 1

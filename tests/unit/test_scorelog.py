@@ -54,6 +54,8 @@ def test_one_score_log_record_per_model_version_tenant_intent_and_role_in_a_batc
         row = served[record["event_id"]]
         assert (row["score"], row["raw_score"], row["model_version"]) == (
             record["score"], record["raw_score"], record["model_version"])
+        shared = sorted(set(record) & set(row))  # every field both carry agrees, not only the scores
+        assert len(shared) == 14 and {k: row[k] for k in shared} == {k: record[k] for k in shared}, shared
     shadow = [r for r in expanded if r["role"] == "shadow"]
     acme_cnp = [e for e in events if e["tenant"] == "acme-bank" and e["intent"] == "card-not-present"]
     assert len(shadow) == len(acme_cnp) > 0 and not any(r["served"] for r in shadow)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import avro.io
@@ -17,14 +19,20 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from museflow.contracts.deadletter import DeadLetterReason, Rejection
+from museflow.config import TopicNames
+from museflow.contracts.deadletter import DeadLetterReason
 from museflow.contracts.schemas import SCHEMA_NAMES, fingerprint, load_schema
 from museflow.contracts.serde import SINGLE_OBJECT_MAGIC, AvroSerde, Serdes, framing_of
-from museflow.contracts.validation import EventClassifier, EventLimits, validate_event
+from museflow.contracts.topics import ingest_topic_name
+from museflow.contracts.validation import EventLimits, validate_event
+from museflow.control.routing import load_routes_yaml
+from museflow.control.state import PipelineState
 from museflow.demo.loadgen import TransactionGenerator
 from museflow.demo.malformed import BAD_KINDS, make_bad_event
 from museflow.errors import SchemaError, SerializationError, ValidationError
 from museflow.kafka.schema_registry import ConfluentSchemaIdResolver
+from museflow.observe.metrics import PipelineMetrics
+from museflow.runtime.pipeline import InMessage, RouterStep, StepResult
 
 NOW_MS = 1_780_000_000_000
 
@@ -296,29 +304,48 @@ def test_validate_event_accepts_generated_events_and_nan_attributes() -> None:
                    limits=EventLimits(max_future_skew_ms=10**12))
 
 
+def _router(tmp_path: Path, tenants: tuple[str, ...] = ("acme-bank", "globex-pay", "initech-fin"),
+            intents: tuple[str, ...] = ("card-not-present", "account-takeover")) -> RouterStep:
+    """The production router with a route for every tenant and intent, its clock at NOW_MS."""
+    state = PipelineState(model_dir=tmp_path, metrics=PipelineMetrics())
+    lines = [f"  - {{tenant: {t}, intent: {i}, champion: fraud-cnp@1}}" for t in tenants for i in intents]
+    for route in load_routes_yaml(text="routes:\n" + "\n".join(lines) + "\n"):
+        state.routes.apply(replace(route, version=1))
+    return RouterStep(state, TopicNames("s."), validate_event, clock=lambda: NOW_MS / 1000)
+
+
+def _route(router: RouterStep, serde: AvroSerde, values: list[bytes]) -> StepResult:
+    messages = [InMessage(b"k", v, router.topics.events, 0, i) for i, v in enumerate(values)]
+    return router.run(messages, serde.decode_many(values))
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_KINDS))
 @pytest.mark.parametrize("registry", [False, True], ids=["single-object", "registry"])
-def test_every_malformed_kind_is_classified_with_its_reason(kind: str, registry: bool) -> None:
+def test_every_malformed_kind_is_dead_lettered_by_the_router_with_its_reason(
+        kind: str, registry: bool, tmp_path: Path) -> None:
     serdes = registry_serdes(f"mock://classify-{kind}")[0] if registry else _SERDES
-    classifier = EventClassifier(serdes.events, tenants={"acme-bank", "globex-pay", "initech-fin"},
-                                 intents={"card-not-present", "account-takeover"}, clock=lambda: NOW_MS / 1000)
     rng = np.random.default_rng(3)
-    for event in _EVENTS[:20]:
-        bad = make_bad_event(kind, event, b"k", serdes, rng)
-        result = classifier.classify(bad.value)
-        assert isinstance(result, Rejection), (kind, result)
-        assert result.reason is bad.reason == BAD_KINDS[kind], (kind, result)
-        assert result.detail
+    bad = [make_bad_event(kind, event, b"k", serdes, rng) for event in _EVENTS[:20]]
+    result = _route(_router(tmp_path), serdes.events, [b.value for b in bad])
+    assert not result.out and len(result.dead) == len(bad)
+    for b, dead in zip(bad, result.dead, strict=True):
+        assert DeadLetterReason.parse(dead.reason) is b.reason == BAD_KINDS[kind], (kind, dead)
+        assert dead.detail and dead.message.value == b.value
 
 
-def test_classify_many_passes_good_events_through(serdes: Serdes) -> None:
-    classifier = EventClassifier(serdes.events, clock=lambda: NOW_MS / 1000)
-    assert classifier.classify_many(serdes.events.encode_many(_EVENTS[:50])) == _EVENTS[:50]
-    rejected = classifier.classify(serdes.events.encode(_event(tenant="BAD", amount=-5.0)))
-    assert isinstance(rejected, Rejection) and rejected.reason is DeadLetterReason.INVALID_TENANT
+def test_the_router_passes_good_events_on_and_names_the_tenant_of_a_rejected_one(
+        serdes: Serdes, tmp_path: Path) -> None:
+    router = _router(tmp_path, tenants=tuple(sorted({e["tenant"] for e in _EVENTS[:50]})),
+                     intents=tuple(sorted({e["intent"] for e in _EVENTS[:50]})))
+    good = _route(router, serdes.events, serdes.events.encode_many(_EVENTS[:50]))
+    assert not good.dead and good.primary == 50
+    assert [serdes.events.decode(o.value) for o in good.out if o.primary] == _EVENTS[:50]
+    (rejected,) = _route(router, serdes.events, [serdes.events.encode(_event(tenant="BAD", amount=-5.0))]).dead
+    assert rejected.reason == DeadLetterReason.INVALID_TENANT.value
     assert rejected.tenant is None
-    rejected = classifier.classify(serdes.events.encode(_event(amount=-5.0)))
-    assert isinstance(rejected, Rejection) and rejected.tenant == _EVENTS[0]["tenant"]
+    (mismatch,) = router.run([InMessage(b"k", b"v", ingest_topic_name(router.topics, "acme-bank"), 0, 0)],
+                             [_event(tenant="globex-pay")]).dead
+    assert mismatch.reason == DeadLetterReason.TENANT_MISMATCH.value and mismatch.tenant == "acme-bank"
 
 
 def test_decode_any_picks_the_schema_by_framing(serdes: Serdes) -> None:

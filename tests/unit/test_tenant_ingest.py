@@ -135,10 +135,10 @@ def test_an_ingest_topic_is_configured_as_the_events_topic() -> None:
 
 def test_tenant_mismatch_is_a_reason_code_the_dead_letter_keeps() -> None:
     assert DeadLetterReason.parse("tenant_mismatch") is DeadLetterReason.TENANT_MISMATCH
-    sent: list[tuple[str, bytes | None, bytes]] = []
-    writer = DeadLetterWriter(TOPICS.dlq, serde=SERDES.dead_letters, send=lambda *m: sent.append(m))
+    writer = DeadLetterWriter(TOPICS.dlq, serde=SERDES.dead_letters)
     original = encoded(["acme-bank"])[0]
-    assert writer.write(original, reason="tenant_mismatch", detail="d", tenant="acme",
-                        source_topic="u.museflow.events.acme")
-    record = SERDES.dead_letters.decode(sent[0][2])
+    letter = writer.build(original, reason="tenant_mismatch", detail="d", tenant="acme",
+                          source_topic="u.museflow.events.acme")
+    assert letter is not None
+    record = SERDES.dead_letters.decode(letter.value)
     assert (record["reason"], record["original_value"], record["tenant"]) == ("tenant_mismatch", original, "acme")
