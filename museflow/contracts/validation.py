@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-"""Tenant and intent ids: they become topic names and metric labels, so nothing else is allowed."""
+"""Tenant, intent and model names: they become topic names, group prefixes and metric labels, so nothing
+else is allowed (the one definition; routes and model specs check against it too)."""
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
+from museflow.contracts.validation import NAME_PATTERN
 from museflow.errors import RouteError
 
 __all__ = [
-    "NAME_PATTERN",
     "Candidate",
     "Decision",
     "ModelRef",
@@ -31,7 +31,6 @@ __all__ = [
     "validate_name",
 ]
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _MODES = ("shadow", "canary")
 _TWO_64 = float(2**64)

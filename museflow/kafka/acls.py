@@ -5,7 +5,7 @@ the score log and the dead-letter topic all hold other tenants' data). A tenant 
 writes only its own ingest topic ``museflow.events.<tenant>``, never the shared events topic: the
 router takes the tenant from the topic and dead-letters (``tenant_mismatch``) an event there that
 names another. A tenant's consumer groups are ``<tenant>.<anything>``: tenant names hold no ``.``
-(:data:`~museflow.control.routing.NAME_PATTERN`), so no tenant's group prefix covers another's
+(:data:`~museflow.contracts.validation.NAME_PATTERN`), so no tenant's group prefix covers another's
 (``acme.`` does not cover ``acme-bank.``), and a tenant whose prefix overlaps the platform's (its
 app id) is refused. The platform principal
 reads and writes museflow's topics, uses the consumer groups of its app id and, in exactly-once

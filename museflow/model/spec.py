@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeAlias
 import yaml
 
 from museflow.contracts.schemas_path import load_avro_schema
+from museflow.contracts.validation import NAME_PATTERN
 from museflow.errors import SpecError
 from museflow.model.problems import Problems, check_keys, check_source, is_number, suggest
 from museflow.model.transforms import (
@@ -77,7 +78,6 @@ FEATURE_TYPES = ("float", "int", "bool", "category")
 
 FeatureType: TypeAlias = Literal["float", "int", "bool", "category"]
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _FEATURE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -325,7 +325,7 @@ def spec_from_mapping(data: Any, origin: str = "<memory>", base_dir: Path | None
             p.add(key, "is required")
 
     name = data.get("name")
-    if "name" in data and not (isinstance(name, str) and _NAME_RE.fullmatch(name)):
+    if "name" in data and not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
         p.add("name", f"{name!r} must be 1-63 lowercase letters, digits and '-' (it names a topic)")
     version = data.get("version")
     if "version" in data:
@@ -338,7 +338,7 @@ def spec_from_mapping(data: Any, origin: str = "<memory>", base_dir: Path | None
     if description is not None and not isinstance(description, str):
         p.add("description", "must be a string")
     owners = _string_list(p, "owners", data["owners"]) if "owners" in data else ()
-    intents = _string_list(p, "intents", data["intents"], _NAME_RE) if "intents" in data else ()
+    intents = _string_list(p, "intents", data["intents"], NAME_PATTERN) if "intents" in data else ()
     framework = data.get("framework")
     if "framework" in data and framework not in FRAMEWORKS:
         p.add("framework", f"{framework!r} is not supported; use one of: {', '.join(FRAMEWORKS)}")
