@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from museflow.kafka.control import ControlFollower, control_decoder
 from museflow.kafka.schema_registry import serdes_from_settings
 from museflow.observe.metrics import PipelineMetrics
 
-__all__ = ["ROLES", "Reject", "WorkerContext", "agent_rejecter"]
+__all__ = ["ROLES", "Reject", "WorkerContext", "agent_rejecter", "readable"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,18 @@ def agent_rejecter(app: faust.App, writer: DeadLetterWriter, stage: str) -> Reje
                                    detail=str(error), key=msg.key, stage=stage, source_topic=msg.topic,
                                    source_partition=msg.partition, source_offset=msg.offset)
     return reject
+
+
+async def readable(batch: Sequence[Any], decode_many: Callable[[list[bytes | None]], list[Any]],
+                   reject: Reject) -> list[Mapping[str, Any]]:
+    """The records of a Faust batch that decode; each one that does not is rejected (a dead letter)."""
+    good: list[Mapping[str, Any]] = []
+    for event, record in zip(batch, decode_many([e.message.value for e in batch]), strict=True):
+        if isinstance(record, Exception):
+            await reject(event, record)
+        else:
+            good.append(record)
+    return good
 
 
 @dataclass

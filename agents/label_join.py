@@ -18,7 +18,7 @@ from typing import Any
 
 import faust
 
-from museflow.agents.context import agent_rejecter
+from museflow.agents.context import agent_rejecter, readable
 from museflow.config import Settings
 from museflow.contracts.deadletter import DeadLetterWriter
 from museflow.contracts.scorelog import rows
@@ -67,11 +67,7 @@ def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *, de
     @app.agent(app.topic(settings.topics.score_log), name=f"{settings.app_id}.label-join-scores")
     async def scores(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_size, within=max(settings.batch_window_seconds, 0.2)):
-            records = serdes.score_log.decode_many([e.message.value for e in batch])
-            for event, record in zip(batch, records, strict=True):
-                if isinstance(record, Exception):
-                    await reject(event, record)
-                    continue
+            for record in await readable(batch, serdes.score_log.decode_many, reject):
                 if not record["served"]:
                     continue
                 for row in rows([record]):
@@ -84,11 +80,7 @@ def register(app: faust.App, settings: Settings, metrics: PipelineMetrics, *, de
     @app.agent(app.topic(settings.topics.labels), name=f"{settings.app_id}.label-join-labels")
     async def labels(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_size, within=max(settings.batch_window_seconds, 0.2)):
-            records = serdes.labels.decode_many([e.message.value for e in batch])
-            for event, record in zip(batch, records, strict=True):
-                if isinstance(record, Exception):
-                    await reject(event, record)
-                    continue
+            for record in await readable(batch, serdes.labels.decode_many, reject):
                 joined = join.add_label(record["event_id"], bool(record["is_fraud"]),
                                         _clamped(_seconds(record["label_time"])), tenant=record["tenant"],
                                         cohort=record.get("cohort"))

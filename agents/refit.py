@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import faust
 
-from museflow.agents.context import WorkerContext, agent_rejecter
+from museflow.agents.context import WorkerContext, agent_rejecter, readable
 from museflow.control.keys import map_message
 from museflow.kafka.plane import refitter_for_settings, superseded_maps
 from museflow.transform.refit import Refitter
@@ -34,14 +33,8 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     async def observe(stream: Any) -> None:
         await ctx.wait_control("refit")
         async for batch in stream.take_events(settings.batch_size, within=max(settings.batch_window_seconds, 0.2)):
-            records = ctx.serdes.score_log.decode_many([e.message.value for e in batch])
-            decoded: list[Mapping[str, Any]] = []
-            for event, record in zip(batch, records, strict=True):
-                if isinstance(record, Exception):
-                    await reject(event, record)  # the score log's one bad-input policy, as in label-join
-                    continue
-                decoded.append(record)
-            refitter().observe_log(decoded, time.time())
+            # the score log's one bad-input policy, as in label-join: an undecodable record is a dead letter
+            refitter().observe_log(await readable(batch, ctx.serdes.score_log.decode_many, reject), time.time())
 
     @app.timer(settings.refit_interval_seconds)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def publish() -> None:

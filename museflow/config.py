@@ -14,7 +14,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from museflow.errors import ConfigError
@@ -236,10 +235,6 @@ class Settings:
     @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee == "exactly_once"
-
-    @property
-    def model_path(self) -> Path:
-        return Path(self.model_dir)
 
     def librdkafka_config(self) -> dict[str, Any]:
         """Connection and security options in librdkafka's dotted keys (confluent-kafka)."""

@@ -29,7 +29,7 @@ over ``pairs`` pairs watched for ``horizon`` observations each.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Protocol
@@ -492,11 +492,6 @@ def _cusum(start: float, increments: FloatArray) -> FloatArray:
 def _llr(p1: float, p0: float) -> tuple[float, float]:
     """Log-likelihood-ratio increments of one Bernoulli observation (alert, no alert)."""
     return math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
-
-
-def needed_table(contract: Contract, rates: Sequence[float]) -> list[tuple[float, int]]:
-    """``(rate, samples needed)`` for each target alert rate (README and CLI)."""
-    return [(float(r), contract.samples_needed(float(r))) for r in rates]
 
 
 def judge_fit(qmap: QuantileMap, threshold: float, target: float, contract: Contract,

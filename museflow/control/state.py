@@ -419,33 +419,6 @@ class PipelineState:
             return self.references["uniform@1"]
         return found
 
-    # -- record-at-a-time forms (a record under the key its writer would give it) --------------------
-
-    def apply_route(self, record: Mapping[str, Any]) -> Route | None:
-        self.apply("route", *_keyed("route", record))
-        route = self.routes.get(str(record.get("tenant")), str(record.get("intent")))
-        return route if route is not None and route.version == record.get("version") else None
-
-    def apply_deployment(self, record: Mapping[str, Any]) -> LoadedModel | None:
-        self.apply("deployment", *_keyed("deployment", record))
-        try:
-            return self.registry.find(str(record["model"]), str(record["version"]))
-        except KeyError:
-            return None
-
-    def apply_map(self, record: Mapping[str, Any]) -> QuantileMap | None:
-        self.apply("map", *_keyed("map", record))
-        try:
-            qmap = QuantileMap.from_record(record)
-        except (MuseflowError, KeyError, TypeError, ValueError):
-            return None
-        held = self.maps.held(map_key(qmap))
-        return held if held is not None and held.version == qmap.version else None
-
-    def apply_reference(self, record: Mapping[str, Any]) -> ReferenceDistribution | None:
-        self.apply("reference", *_keyed("reference", record))
-        return self.references.get(f"{record.get('name')}@{record.get('version')}")
-
     def _reject(self, kind: str, what: str, message: str) -> None:
         self.rejected[rejection_key(kind, what)] = message
         log.error("rejected %s (what was serving keeps serving): %s", kind, message)
@@ -461,11 +434,4 @@ class PipelineState:
 
 class _Retryable(MuseflowError):
     """An artifact that is missing or not (yet) the recorded bytes: worth another try later."""
-
-
-def _keyed(kind: str, record: Mapping[str, Any]) -> tuple[str, Mapping[str, Any], str]:
-    from museflow.control.keys import control_key, record_digest
-
-    digest = record_digest(record)
-    return control_key(kind, record, digest), record, digest
 

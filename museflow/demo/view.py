@@ -158,10 +158,6 @@ class PhasePlan:
         return cls(duration_s, a, b, c)
 
     @property
-    def shadow_start(self) -> float:
-        return self.onboarding_s
-
-    @property
     def promote_at(self) -> float:
         return self.onboarding_s + self.shadow_s
 

@@ -35,10 +35,6 @@ class ReplayProgress:
     def rate(self) -> float:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
-    @property
-    def eta_seconds(self) -> float:
-        return (self.total - self.done) / self.rate if self.rate > 0 else float("inf")
-
 
 def replay_window(settings: Settings, serdes: Serdes, start_ms: int, end_ms: int, *, batch_size: int = 2000,
                   progress: Callable[[ReplayProgress], None] | None = None,

@@ -29,6 +29,7 @@ from museflow.kafka.schema_registry import serdes_from_settings
 from tests.integration.test_faults import (
     Traffic,
     account,
+    running,
     settled,
     steady_latency,
     takeover_seconds,
@@ -41,11 +42,8 @@ pytestmark = pytest.mark.slow
 def test_kill_9_mid_stream_read_committed_tenant_sees_each_event_exactly_once(
         settings: Settings, deployed: dict[str, Path], tmp_path: Path, workers: list[WorkerProcess]) -> None:
     eos = settings.replace(processing_guarantee="exactly_once", transaction_timeout_seconds=10.0)
-    a = worker(eos.replace(instance_id="a"), tmp_path, "a").start()
-    b = worker(eos.replace(instance_id="b"), tmp_path, "b").start()
-    workers += [a, b]
-    a.wait_ready(90)
-    b.wait_ready(90)
+    a, b = running(workers, worker(eos.replace(instance_id="a"), tmp_path, "a").start(),
+                   worker(eos.replace(instance_id="b"), tmp_path, "b").start())
     traffic = Traffic(settings, 6000, rate=300, seed=51, bad_fraction=0.01)
     traffic.wait_sent(2000)
     killed_ms = int(time.time() * 1000)

@@ -134,6 +134,14 @@ def settled(settings: Settings, summary: ProduceSummary, timeout: float = 180,
     return result[-1] if result else account(settings, summary, isolation=isolation)
 
 
+def running(workers: list[WorkerProcess], *procs: WorkerProcess, timeout: float = 90) -> tuple[WorkerProcess, ...]:
+    """Track started workers for teardown, then wait until each is ready; returns them."""
+    workers.extend(procs)
+    for proc in procs:
+        proc.wait_ready(timeout)
+    return procs
+
+
 def worker(settings: Settings, tmp_path: Path, name: str, roles: tuple[str, ...] = ("router", "scorer"),
            **kw: Any) -> WorkerProcess:
     return WorkerProcess(settings, roles=roles, log_path=tmp_path / f"worker-{name}.log", **kw)
@@ -154,11 +162,7 @@ def steady_latency(acc: Accounting, before_ms: int) -> float:
 
 def test_kill_9_of_one_of_two_workers_mid_stream_loses_nothing(
         settings: Settings, deployed: dict[str, Path], tmp_path: Path, workers: list[WorkerProcess]) -> None:
-    a = worker(settings, tmp_path, "a").start()
-    b = worker(settings, tmp_path, "b").start()
-    workers += [a, b]
-    a.wait_ready(90)
-    b.wait_ready(90)
+    a, b = running(workers, worker(settings, tmp_path, "a").start(), worker(settings, tmp_path, "b").start())
     traffic = Traffic(settings, 6000, rate=300, seed=41, bad_fraction=0.01)
     traffic.wait_sent(2000)
     killed_ms = int(time.time() * 1000)
@@ -176,11 +180,7 @@ def test_kill_9_of_one_of_two_workers_mid_stream_loses_nothing(
 
 def test_graceful_stop_and_restart_under_load_has_no_duplicates(
         settings: Settings, deployed: dict[str, Path], tmp_path: Path, workers: list[WorkerProcess]) -> None:
-    a = worker(settings, tmp_path, "a").start()
-    b = worker(settings, tmp_path, "b").start()
-    workers += [a, b]
-    a.wait_ready(90)
-    b.wait_ready(90)
+    a, _ = running(workers, worker(settings, tmp_path, "a").start(), worker(settings, tmp_path, "b").start())
     traffic = Traffic(settings, 6000, rate=300, seed=42, bad_fraction=0.01)
     traffic.wait_sent(1500)
     stop_ms = int(time.time() * 1000)

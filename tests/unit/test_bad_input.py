@@ -257,6 +257,7 @@ def test_bad_route_yaml_is_refused_with_a_route_error(text_: str) -> None:
 ])
 def test_bad_model_spec_yaml_is_refused_and_what_serves_keeps_serving(
         spec: str, pipeline: Callable[[list[bytes | None]], Outcome], tmp_path: Path) -> None:
+    from museflow.control.keys import control_key, record_digest
     from museflow.model.spec import parse_spec
 
     with pytest.raises(SpecError):
@@ -264,6 +265,8 @@ def test_bad_model_spec_yaml_is_refused_and_what_serves_keeps_serving(
     state = PipelineState(model_dir=tmp_path, metrics=PipelineMetrics())
     record = {"model": "fraud-cnp", "version": "9", "action": "deploy", "spec_yaml": spec,
               "artifact_uri": str(tmp_path / "none.ubj"), "artifact_sha256": "0" * 64}
-    assert state.apply_deployment(record) is None
+    digest = record_digest(record)
+    state.apply("deployment", control_key("deployment", record, digest), record, digest)
+    assert state.registry.find("fraud-cnp", "9") is None
     assert state.rejected, "the bad deployment was not recorded as rejected"
     assert pipeline([encoded()]).scored, "the loaded models stopped serving"

@@ -257,7 +257,8 @@ def test_a_blended_maps_effective_samples_are_exported_per_threshold(tmp_path: P
     record = qmap("initech-fin", 1)
     record.update(source="blended", evidence=[{"threshold": 0.95, "effective_samples": 5210.0},
                                               {"threshold": 0.99, "effective_samples": 880.5}])
-    assert state.apply_map(record) is not None
+    digest = record_digest(record)
+    state.apply("map", control_key("map", record, digest), record, digest)
     got = {t: state.metrics.registry.get_sample_value("museflow_quantile_map_effective_samples", {
         "model": "fraud-cnp", "tenant": "initech-fin", "threshold": t}) for t in ("0.95", "0.99")}
     assert got == {"0.95": 5210.0, "0.99": 880.5}

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -21,11 +20,8 @@ import pytest
 from museflow.config import TopicNames
 from museflow.contracts.serde import Serdes
 from museflow.contracts.validation import validate_event
-from museflow.control.routing import load_routes_yaml
 from museflow.control.state import PipelineState
 from museflow.demo.loadgen import TransactionGenerator
-from museflow.demo.models import SHOWCASE_ROUTES, train_demo_models
-from museflow.observe.metrics import PipelineMetrics
 from museflow.runtime.pipeline import (
     H_INGEST,
     H_ROLE,
@@ -62,14 +58,8 @@ class Core:
 
 
 @pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Core]:
-    models = train_demo_models(tmp_path_factory.mktemp("models"), seed=3, n_events=4000)
-    state = PipelineState(model_dir=Path(tmp_path_factory.mktemp("m")), metrics=PipelineMetrics())
-    for m in models:
-        state.registry.load(m.spec_path)
-    for route in load_routes_yaml(text=SHOWCASE_ROUTES):
-        state.routes.apply(replace(route, version=1))
-    yield Core(state, Serdes())
+def core(showcase_state: PipelineState) -> Iterator[Core]:
+    yield Core(showcase_state, Serdes())
 
 
 def events(n: int, seed: int = 11, **changes: Any) -> list[dict[str, Any]]:

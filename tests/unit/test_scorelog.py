@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -12,24 +10,16 @@ from museflow.config import TopicNames
 from museflow.contracts.scorelog import ROW_FIELDS, rows
 from museflow.contracts.serde import Serdes
 from museflow.contracts.validation import validate_event
-from museflow.control.routing import load_routes_yaml
 from museflow.control.state import PipelineState
 from museflow.demo.loadgen import TransactionGenerator
-from museflow.demo.models import SHOWCASE_ROUTES, train_demo_models
-from museflow.observe.metrics import PipelineMetrics
 from museflow.runtime.pipeline import FusedStep, InMessage, RouterStep, ScorerStep
 
 TOPICS = TopicNames("u.")
 
 
 @pytest.fixture(scope="module")
-def fused(tmp_path_factory: pytest.TempPathFactory) -> FusedStep:
-    models = train_demo_models(tmp_path_factory.mktemp("models"), seed=3, n_events=4000)
-    state = PipelineState(model_dir=Path(tmp_path_factory.mktemp("m")), metrics=PipelineMetrics())
-    for m in models:
-        state.registry.load(m.spec_path)
-    for route in load_routes_yaml(text=SHOWCASE_ROUTES):
-        state.routes.apply(replace(route, version=1))
+def fused(showcase_state: PipelineState) -> FusedStep:
+    state = showcase_state
     return FusedStep(RouterStep(state, TOPICS, validate_event), ScorerStep(state, TOPICS, Serdes()), state.wants)
 
 
