@@ -1,10 +1,10 @@
 """Acting on the alert-rate watch: a verdict record for every breach, a rollback where the route asks for one.
 
-The score monitor runs the watch on the hot loop's thread and hands breaches over here; this
-thread publishes them (``museflow.verdicts``) and, when the route version that breached is still
-in force and says ``auto_rollback``, rolls the route back to its previous version as
-``museflow-watch``. Several workers may find the same breach on their own partitions: the
-rollback names the version it read, so only the first one lands. A version the watch itself
+The refit role runs the watch on the score log (:mod:`museflow.observe.contract_watch`) and hands
+breaches over here; this thread publishes them (``museflow.verdicts``) and, when the route version
+that breached is still in force and says ``auto_rollback``, rolls the route back to its previous
+version as ``museflow-watch``. The champion and a canary are watched apart, possibly by two
+workers: the rollback names the version it read, so only the first one lands. A version the watch itself
 wrote is never rolled back again (that would flap between two bad versions): its breach is
 recorded and alerted for an operator.
 """
@@ -21,7 +21,7 @@ from museflow.control.state import PipelineState
 from museflow.control.verdicts import breach_rows, verdict_record
 from museflow.errors import ConflictError, MuseflowError
 from museflow.kafka.plane import publish_verdict, rollback
-from museflow.observe.monitoring import RouteBreach
+from museflow.observe.contract_watch import RouteBreach
 
 __all__ = ["ContractGuard"]
 

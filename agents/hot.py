@@ -25,11 +25,9 @@ from typing import Any
 from mode import Service
 
 from museflow.agents.context import WorkerContext
-from museflow.agents.guard import ContractGuard
 from museflow.config import Settings
 from museflow.contracts.topics import ingest_pattern
 from museflow.contracts.validation import validate_event
-from museflow.control.contract import AlertRateWatch, Contract
 from museflow.control.state import rejection_key
 from museflow.kafka.loop import BatchLoop, LoopHooks
 from museflow.kafka.offsets import plan_start, seed_offsets
@@ -163,9 +161,7 @@ def build_loops(ctx: WorkerContext) -> list[BatchLoop]:
     """The batch loops of the hot roles this worker runs (router fused with scoring when it runs both)."""
     settings, state = ctx.settings, ctx.state
     loops = []
-    guard = ContractGuard(settings, state)
-    watch = AlertRateWatch(Contract.from_settings(settings))
-    monitor = _LockedMonitor(ScoreMonitor(ctx.metrics, watch=watch, on_breach=guard))
+    monitor = _LockedMonitor(ScoreMonitor(ctx.metrics))
 
     def scorer_step() -> ScorerStep:
         return ScorerStep(state, settings.topics, ctx.serdes, monitor=monitor)

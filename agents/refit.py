@@ -1,4 +1,9 @@
-"""Refit role: score log in, quantile maps out (on a schedule; guards hold bad maps back)."""
+"""Refit role: score log in, quantile maps out (on a schedule; guards hold bad maps back).
+
+The same role watches the maps it serves: every served score on the log feeds the alert-rate
+contract's watch (:class:`museflow.observe.contract_watch.ServedWatch`), whose breaches become
+verdict records and, where the route asks, rollbacks (:class:`museflow.agents.guard.ContractGuard`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,11 @@ from typing import Any
 import faust
 
 from museflow.agents.context import WorkerContext, agent_rejecter, readable
+from museflow.agents.guard import ContractGuard
+from museflow.control.contract import Contract
 from museflow.control.keys import map_message
 from museflow.kafka.plane import refitter_for_settings, superseded_maps
+from museflow.observe.contract_watch import ServedWatch
 from museflow.transform.refit import Refitter
 
 __all__ = ["register"]
@@ -28,13 +36,21 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         return refitter_for_settings(ctx.settings, ctx.state)
 
     reject = agent_rejecter(app, ctx.deadletters, "refit")
+    state = ctx.state
+    guard = ContractGuard(settings, state)
+    served = ServedWatch(metrics, Contract.from_settings(settings), route_at=state.routes.at,
+                         current=state.routes.get, reference=state.reference,
+                         pairs=settings.contract_watch_pairs, horizon=settings.contract_watch_horizon)
 
     @app.agent(app.topic(settings.topics.score_log), name="museflow-refit")
     async def observe(stream: Any) -> None:
         await ctx.wait_control("refit")
         async for batch in stream.take_events(settings.batch_size, within=max(settings.batch_window_seconds, 0.2)):
             # the score log's one bad-input policy, as in label-join: an undecodable record is a dead letter
-            refitter().observe_log(await readable(batch, ctx.serdes.score_log.decode_many, reject), time.time())
+            records = await readable(batch, ctx.serdes.score_log.decode_many, reject)
+            refitter().observe_log(records, time.time())
+            for breach in served.observe_log(records):
+                guard(breach)
 
     @app.timer(settings.refit_interval_seconds)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def publish() -> None:

@@ -145,6 +145,11 @@ class Settings:
     """The alert-rate contract: each threshold's alert rate within this relative tolerance ..."""
     contract_confidence: float = 0.95
     """... with this confidence (``museflow.control.contract``); promotion is judged against it."""
+    contract_watch_pairs: int = 100
+    """The (tenant, threshold) pairs the watch's 5% false-alarm level is split over: a floor; when more
+    are watched at once, the split follows them (``museflow.observe.contract_watch``)."""
+    contract_watch_horizon: int = 10_000_000
+    """Served scores one pair is watched for after a route version starts (the CUSUM's union bound)."""
 
     model_dir: str = "models"
     data_dir: str = ".museflow"
@@ -181,7 +186,8 @@ class Settings:
                 f"ssl_keyfile is set without the certificate it belongs to; set {ENV_PREFIX}SSL_CERTFILE "
                 f"(or unset {ENV_PREFIX}SSL_KEYFILE when the broker does not ask for client certificates)"
             )
-        for name in ("partitions", "replication_factor", "batch_size", "batches_in_flight"):
+        for name in ("partitions", "replication_factor", "batch_size", "batches_in_flight", "contract_watch_pairs",
+                     "contract_watch_horizon"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.bootstrap_servers.strip():

@@ -37,14 +37,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from museflow.control.contract import AlertRateWatch, Breach
 from museflow.observe.drift import DEFAULT_EPSILON, DriftBins, jensen_shannon, psi
 from museflow.observe.estimate import EstimateWindow, WindowEstimate, combine_estimates
 from museflow.observe.metrics import PipelineMetrics
 from museflow.observe.window import BucketRing
 from museflow.transform.reference import ReferenceDistribution
 
-__all__ = ["RouteBreach", "ScoreMonitor", "TenantScoreStats", "threshold_label"]
+__all__ = ["ScoreMonitor", "TenantScoreStats", "threshold_label"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -123,17 +122,6 @@ class _TenantWindow:
         return TenantScoreStats(n, mapped_rates, raw_rates, drift_psi, drift_js, estimate)
 
 
-@dataclass(frozen=True)
-class RouteBreach:
-    """Thresholds of one route version whose served alert rate left the contract's band."""
-
-    tenant: str
-    intent: str
-    route_version: int
-    model: tuple[str, str]
-    breaches: tuple[Breach, ...]
-
-
 class ScoreMonitor:
     """Sliding-window alert rates (mapped and raw) and drift of mapped scores, per tenant.
 
@@ -146,9 +134,7 @@ class ScoreMonitor:
     def __init__(self, metrics: PipelineMetrics, window_seconds: float = 600.0, *, buckets: int = 10,
                  publish_interval_seconds: float = 5.0, min_drift_samples: int = 100,
                  epsilon: float = DEFAULT_EPSILON, clock: Callable[[], float] = time.monotonic,
-                 publish_on_scrape: bool = True, baseline_seconds: float = 86400.0,
-                 watch: AlertRateWatch | None = None,
-                 on_breach: Callable[[RouteBreach], None] | None = None) -> None:
+                 publish_on_scrape: bool = True, baseline_seconds: float = 86400.0) -> None:
         if not window_seconds > 0 or buckets < 1:
             raise ValueError(f"ScoreMonitor(window_seconds={window_seconds}, buckets={buckets}) needs both > 0")
         if not baseline_seconds >= window_seconds:
@@ -172,22 +158,16 @@ class ScoreMonitor:
         self._candidates_shown: dict[tuple[str, str], tuple[str, ...]] = {}
         self._next_publish = clock() + self.publish_interval_seconds
         self._lock = threading.Lock()
-        self.watch = watch
-        self._on_breach = on_breach
-        self._watching: dict[tuple[str, str], tuple[int, tuple[float, ...]]] = {}
         if publish_on_scrape:
             metrics.registry.register(_PublishWhenDue(self))  # type: ignore[arg-type]
 
     def observe(self, tenant: str, mapped_scores: npt.ArrayLike, raw_scores: npt.ArrayLike,
                 watch_thresholds: Sequence[float], reference: ReferenceDistribution | None,
-                intent: str = "", *, corrected: npt.ArrayLike | None = None, route_version: int = 0,
-                model: tuple[str, str] = ("", "")) -> None:
+                intent: str = "", *, corrected: npt.ArrayLike | None = None) -> None:
         """Add one batch of a tenant's served scores (mapped onto its reference, and raw model output).
 
         ``corrected``: the same events' probabilities after posterior correction, aligned with
         ``mapped_scores``; when given, they feed the label-free estimates (CBPE and base rate).
-        With a ``watch``, the served scores of route version ``route_version`` (champion
-        ``model``) are checked against the alert-rate contract at each watch threshold.
         """
         now = self._clock()
         mapped = np.asarray(mapped_scores, dtype=np.float64).ravel()
@@ -199,40 +179,8 @@ class ScoreMonitor:
                     window.estimates = EstimateWindow(window.thresholds, self._buckets, self._span,
                                                       baseline=self._baseline(tenant, intent))
                 window.estimates.add(corrected, mapped, now)
-            breach = self._watch(tenant, intent, mapped, watch_thresholds, reference, route_version, model)
-        if breach is not None and self._on_breach is not None:
-            self._on_breach(breach)
         if now >= self._next_publish:
             self.publish(now)
-
-    def _watch(self, tenant: str, intent: str, mapped: npt.NDArray[np.float64], watch_thresholds: Sequence[float],
-               reference: ReferenceDistribution | None, route_version: int,
-               model: tuple[str, str]) -> RouteBreach | None:
-        """Feed the sequential watch; a new route version (or new thresholds) restarts it."""
-        if self.watch is None or reference is None or not watch_thresholds:
-            return None
-        key, taus = (tenant, intent), tuple(sorted(float(t) for t in watch_thresholds))
-        label = self.metrics.tenant_label(tenant)
-        watching = self._watching.get(key)
-        if watching is not None and route_version < watching[0]:
-            return None  # a backlog routed by an older version: the watch is on the newer one
-        if watching != (route_version, taus):
-            self.watch.forget(tenant, intent)
-            for tau in taus:
-                target = float(reference.alert_rate(tau))
-                if 0.0 < target < 1.0:
-                    self.watch.watch(tenant, intent, tau, target)
-                    self.metrics.contract_samples_needed.labels(label, intent, threshold_label(tau)).set(
-                        self.watch.contract.samples_needed(target))
-            self._watching[key] = (route_version, taus)
-            self.metrics.alert_rate_breached.labels(label, intent).set(0)
-        breaches = self.watch.observe(tenant, intent, mapped)
-        if not breaches:
-            return None
-        for b in breaches:
-            self.metrics.alert_rate_breaches.labels(label, intent, b.direction).inc()
-        self.metrics.alert_rate_breached.labels(label, intent).set(1)
-        return RouteBreach(tenant, intent, route_version, model, tuple(breaches))
 
     def observe_candidate(self, tenant: str, intent: str, model: str, mapped_scores: npt.ArrayLike,
                           corrected: npt.ArrayLike, watch_thresholds: Sequence[float]) -> None:

@@ -486,8 +486,7 @@ class ScorerStep:
             if self.monitor is not None and served_mapped and route is not None:
                 self.monitor.observe(tenant, np.asarray(served_mapped), np.asarray(served_raw),
                                      route.watch_thresholds, state.reference(route.reference), intent=intent,
-                                     corrected=np.asarray(served_corrected), route_version=route.version,
-                                     model=(ref.name, ref.version))
+                                     corrected=np.asarray(served_corrected))
 
     def _watched(self, model: LoadedModel) -> tuple[tuple[str, str], ...]:
         """(feature name, event source field) of the features the spec asks to monitor."""

@@ -3,8 +3,9 @@
 A map of fraud-cnp v2 for acme-bank is fitted on v2's own scores and then shifted so the tenant's
 5% threshold alerts on ~7%: the kind of map that passes every check made before promotion and
 is wrong on live traffic. Fitted on too few samples it is held (a ``hold`` verdict); on enough
-it is promoted on a route with ``auto_rollback``; the worker's watch finds the breach on the
-served scores and rolls the route back to v1 on its own, and every step is a verdict record.
+it is promoted on a route with ``auto_rollback``; the refit role's watch finds the breach on the
+served scores in the score log and rolls the route back to v1 on its own, and every step is a
+verdict record.
 """
 
 from __future__ import annotations
@@ -79,9 +80,14 @@ def test_a_bad_map_is_held_on_few_samples_then_caught_by_the_watch_and_rolled_ba
     promoted = promote(settings, f"acme-bank/{CNP}", V2, by="test")  # its fit alone says it holds
     assert promoted.champion == V2 and promoted.auto_rollback and "insufficient" not in (promoted.comment or "")
 
-    worker = WorkerProcess(settings, roles=("router", "scorer"), log_path=tmp_path / "worker.log").start()
+    # two hot workers share the traffic; the watch sees all of it on the score log (the refit role)
+    workers = [WorkerProcess(settings, roles=("router", "scorer"), log_path=tmp_path / f"hot{i}.log").start()
+               for i in range(2)]
+    watcher = WorkerProcess(settings, roles=("refit",), log_path=tmp_path / "watch.log").start()
+    procs = [*workers, watcher]
     try:
-        worker.wait_ready(90)
+        for proc in procs:
+            proc.wait_ready(90)
         serdes, producer = serdes_from_settings(settings), make_producer(settings)
         for event in acme_events(32, 30_000):
             producer.produce(settings.topics.events, key=event["event_id"].encode(), value=serdes.events.encode(event))
@@ -94,7 +100,8 @@ def test_a_bad_map_is_held_on_few_samples_then_caught_by_the_watch_and_rolled_ba
 
         wait_for(rolled_back, 180, "the watch to roll acme-bank's route back")
     finally:
-        worker.stop()
+        for proc in procs:
+            proc.stop()
 
     history = read_state(settings).routes.history("acme-bank", CNP)
     restored = history[-1]

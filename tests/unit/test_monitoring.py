@@ -305,38 +305,3 @@ def test_a_candidate_gets_its_own_estimate_per_model_and_loses_it_when_it_stops_
     clock.now += 120  # the candidate stopped scoring (promoted or removed): its series go
     monitor.publish()
     assert value(metrics, "museflow_candidate_estimated_recall", **labels) is None
-
-
-def test_the_watch_reports_a_breach_of_the_served_alert_rate_once_per_route_version_and_restarts() -> None:
-    from museflow.control.contract import AlertRateWatch, Contract
-    from museflow.observe.monitoring import RouteBreach
-
-    metrics = PipelineMetrics()
-    metrics.set_known(["acme"], ["cnp"])
-    found: list[RouteBreach] = []
-    monitor = ScoreMonitor(metrics, watch=AlertRateWatch(Contract()), on_breach=found.append, publish_on_scrape=False)
-    ref = ReferenceDistribution.uniform()
-    rng = np.random.default_rng(8)
-    for _ in range(40):  # served at the contract's target: 5% above 0.95, 1% above 0.99
-        monitor.observe("acme", rng.random(1000), rng.random(1000), (0.95, 0.99), ref, "cnp", route_version=3,
-                        model=("xgb", "1"))
-    assert found == [] and value(metrics, "museflow_alert_rate_contract_breached", tenant="acme", intent="cnp") == 0
-    needed = {t: value(metrics, "museflow_contract_samples_needed", tenant="acme", intent="cnp",
-                       threshold=threshold_label(t)) for t in (0.95, 0.99)}
-    assert needed == {0.95: 7299, 0.99: 38031}
-    for _ in range(40):  # a bad map after a promotion: 7.5% above 0.95 (+50%)
-        scores = np.where(rng.random(1000) < 0.075, 0.95 + 0.05 * rng.random(1000), 0.95 * rng.random(1000))
-        monitor.observe("acme", scores, scores, (0.95, 0.99), ref, "cnp", route_version=4, model=("xgb", "2"))
-    assert found, "a +50% alert rate over 40,000 scores went unnoticed"
-    first = found[0]
-    assert (first.tenant, first.intent, first.route_version, first.model) == ("acme", "cnp", 4, ("xgb", "2"))
-    assert {(b.threshold, b.direction) for b in first.breaches} <= {(0.95, "above"), (0.99, "below")}
-    assert any(b.threshold == 0.95 and b.direction == "above" for b in first.breaches)
-    assert value(metrics, "museflow_alert_rate_contract_breached", tenant="acme", intent="cnp") == 1
-    assert value(metrics, "museflow_alert_rate_breaches_total", tenant="acme", intent="cnp", direction="above") >= 1
-    monitor.observe("acme", rng.random(10), rng.random(10), (0.95, 0.99), ref, "cnp", route_version=3,
-                    model=("xgb", "1"))  # a backlog of the older version feeds nothing
-    assert value(metrics, "museflow_alert_rate_contract_breached", tenant="acme", intent="cnp") == 1
-    monitor.observe("acme", rng.random(10), rng.random(10), (0.95, 0.99), ref, "cnp", route_version=5,
-                    model=("xgb", "1"))  # rolled back: the watch starts again
-    assert value(metrics, "museflow_alert_rate_contract_breached", tenant="acme", intent="cnp") == 0
