@@ -14,10 +14,12 @@ tenant: 30 minutes of shadow traffic, a tenant-only, a pooled and a blended map 
 tenant whose own map holds at every threshold is served it; otherwise the blended map (pooled when
 it has no scores) with the short pairs flagged; a breach blocks the swap. The next 60 minutes are
 served in 10-second batches through :class:`museflow.control.contract.AlertRateWatch` (first breach: roll
-back). Faults are injected at serve time, where the shadow judgement cannot see them: (a) the
-served map is shifted to alert 30% more at every threshold (3 tenants per version); (b) a feature
-of the candidate breaks for one tenant 15 minutes after promotion (its latent loses 40% of its
-signal and shifts by +0.35). Alert rates are computed exactly from the known CDFs.
+back), on a worker's terms unless ``--pairs``/``--horizon`` say otherwise: alpha split over the
+configured floor of pairs or every pair simulated, whichever is more, and the configured horizon.
+Faults are injected at serve time, where the shadow judgement cannot see them: (a) the served map is
+shifted to alert 30% more at every threshold (3 tenants per version); (b) a feature of the candidate
+breaks for one tenant 15 minutes after promotion (its latent loses 40% of its signal and shifts by
++0.35). Alert rates are computed exactly from the known CDFs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtr
 
+from museflow.config import Settings
 from museflow.control.contract import AlertRateWatch, Contract, Credibility, Judgement, blend_map, credibility, judge
 from museflow.transform.qmap import QuantileMap
 from museflow.transform.reference import ReferenceDistribution
@@ -50,6 +53,14 @@ SHIFT = 1.30
 SMALL_EPS = 20.0
 INTENT = "cnp"
 CONTRACT = Contract()
+
+
+@dataclass(frozen=True)
+class WatchTerms:
+    """The watch's false-alarm split: over ``pairs`` pairs, ``horizon`` scores per pair (0: the window's)."""
+
+    pairs: int
+    horizon: int
 VOLUME_BINS = ((2.0, 10.0), (10.0, 50.0), (50.0, 250.0), (250.0, 2001.0))
 
 
@@ -166,7 +177,7 @@ def _verdicts(qmap: QuantileMap, ref: ReferenceDistribution, sample: ExactSample
 
 def run_version(rng: np.random.Generator, version: int, tenants: Sequence[Tenant],
                 refs: dict[str, ReferenceDistribution], shifted_tenants: set[str],
-                broken_tenant: str) -> list[SwapResult]:
+                broken_tenant: str, terms: WatchTerms) -> list[SwapResult]:
     """One candidate version swapped in on every tenant: shadow, judge, promote, serve, watch."""
     model = make_candidate(rng)
     shadow = {t.name: model.draw(rng, t, round(t.eps * SHADOW_S)) for t in tenants}
@@ -202,19 +213,20 @@ def run_version(rng: np.random.Generator, version: int, tenants: Sequence[Tenant
         swap.faulty_ratio = [served_rate(live, model, t, float(ref.threshold_for(p)), kind == "broken") / p
                              for p in RATES]
         if promoted:
-            _serve(rng, swap, model, live, ref)
+            _serve(rng, swap, model, live, ref, terms)
         out.append(swap)
     return out
 
 
 def _serve(rng: np.random.Generator, swap: SwapResult, model: Model, live: QuantileMap,
-           ref: ReferenceDistribution) -> None:
+           ref: ReferenceDistribution, terms: WatchTerms) -> None:
     """Serve the next window in batches through an AlertRateWatch; record the first rollback."""
     t = swap.tenant
     per_batch = max(1, round(t.eps * BATCH_S))
-    watch = AlertRateWatch(CONTRACT, pairs=len(RATES))
+    watch = AlertRateWatch(CONTRACT, pairs=terms.pairs)
     for p in RATES:
-        watch.watch(t.name, INTENT, float(ref.threshold_for(p)), p, horizon=per_batch * (NEXT_S // BATCH_S))
+        watch.watch(t.name, INTENT, float(ref.threshold_for(p)), p,
+                    horizon=terms.horizon or per_batch * (NEXT_S // BATCH_S))
     for start in range(0, NEXT_S, BATCH_S):
         broken = swap.kind == "broken" and start >= BREAK_S
         breaches = watch.observe(t.name, INTENT, live.apply(model.draw(rng, t, per_batch, broken)))
@@ -329,7 +341,7 @@ def _report_small(swaps: list[SwapResult]) -> tuple[bool, str]:
     return blended < min(own, pooled), f"blended {_pct(blended)}, tenant-only {_pct(own)}, pooled {_pct(pooled)}"
 
 
-def _report_bad(swaps: list[SwapResult]) -> tuple[bool, str]:
+def _report_bad(swaps: list[SwapResult], terms: WatchTerms) -> tuple[bool, str]:
     bad = [s for s in swaps if s.kind != "good"]
     rows = []
     for lo, hi in VOLUME_BINS:
@@ -350,15 +362,15 @@ def _report_bad(swaps: list[SwapResult]) -> tuple[bool, str]:
     delays = np.array([_delay(s) for s in bad])
     share = float(np.mean(delays <= DETECT_S)) if bad else math.nan
     floor_any = floor_eps(RATES[0], 0.05, 0.5)
-    floor_ours = floor_eps(RATES[0], 0.05 / (4 * len(RATES)), 0.9)
+    floor_ours = floor_eps(RATES[0], 0.05 / (4 * terms.pairs), 0.9)
     above = [bool(d <= DETECT_S) for s, d in zip(bad, delays, strict=True) if s.tenant.eps >= floor_ours]
     shifts = [s for s in bad if s.kind == "shift"]
     blocked = sum(1 for s in shifts if "breach" in s.faulty_verdicts)
     ratios = np.array([s.faulty_ratio for s in bad if s.kind == "broken"])
     print(f"   Floor (+30% at the 5% threshold, one 10-minute look): below {floor_any:.1f} events/s no test at level 5%"
-          f"\n   tells 1.30p from the band's edge 1.10p with 50% power; at the watch's level per pair side (5%/16)"
-          f"\n   with 90% power the floor is {floor_ours:.1f} events/s. Bad swaps at >= {floor_ours:.1f}/s rolled back"
-          f" within 10 min: {sum(above)}/{len(above)}.")
+          f"\n   tells 1.30p from the band's edge 1.10p with 50% power; at the watch's level per pair side"
+          f" (5%/{4 * terms.pairs})\n   with 90% power the floor is {floor_ours:.1f} events/s. Bad swaps at"
+          f" >= {floor_ours:.1f}/s rolled back within 10 min: {sum(above)}/{len(above)}.")
     print(f"   Had the +30% shift been in the shadow traffic, the judge would have blocked {blocked}/{len(shifts)}"
           " shift swaps\n   before promotion (breach at some threshold).")
     if ratios.size:
@@ -383,16 +395,18 @@ def _report_false(swaps: list[SwapResult]) -> tuple[bool, str]:
     return share <= 0.05 and blocked == 0, f"{_pct(share)} ({len(false)}/{len(promoted)}), {blocked} blocked"
 
 
-def report(swaps: list[SwapResult], tenants: Sequence[Tenant], seconds: float) -> dict[str, bool]:
+def report(swaps: list[SwapResult], tenants: Sequence[Tenant], seconds: float, terms: WatchTerms) -> dict[str, bool]:
     """Print the tables and the targets; return each target's PASS (True) or MISS."""
     print(f"\n{len(swaps)} swaps ({len({s.version for s in swaps})} candidate versions x {len(tenants)} tenants, "
-          f"{sum(s.kind != 'good' for s in swaps)} with a fault), contract {CONTRACT.describe()}, {seconds:.0f} s")
+          f"{sum(s.kind != 'good' for s in swaps)} with a fault), contract {CONTRACT.describe()}, {seconds:.0f} s"
+          f"\nwatch: alpha 5% split over {terms.pairs} pairs, horizon "
+          f"{f'{terms.horizon:,} scores per pair' if terms.horizon else 'the 60-minute window'}")
     _report_tenants(tenants)
     checks = {
         "pairs judged holds hold within ±10% over the next window (>= 95%)": _report_holds(swaps),
         "every pair short of samples flagged and served the blended map (0 silent)": _report_short(swaps),
         "blended map beats tenant-only and pooled for small tenants": _report_small(swaps),
-        "bad swaps rolled back within 10 min of the fault (>= 95%)": _report_bad(swaps),
+        "bad swaps rolled back within 10 min of the fault (>= 95%)": _report_bad(swaps, terms),
         "false rollbacks on good swaps (<= 5%)": _report_false(swaps),
     }
     print("\nTargets")
@@ -405,7 +419,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="3 candidate versions instead of 12")
+    defaults = Settings()
+    parser.add_argument("--pairs", type=int, default=max(defaults.contract_watch_pairs, TENANTS * len(RATES)),
+                        help="pairs the watch's alpha is split over (default: as a worker would, the configured "
+                             "floor or every pair watched, whichever is more)")
+    parser.add_argument("--horizon", type=int, default=defaults.contract_watch_horizon,
+                        help="scores per pair the CUSUM's union bound covers (default: the worker's; 0: the "
+                             "simulated window's)")
     args = parser.parse_args(argv)
+    terms = WatchTerms(args.pairs, args.horizon)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     tenants = make_tenants(rng)
@@ -415,9 +437,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for version in range(3 if args.quick else 12):
         chosen = rng.choice(len(tenants), size=4, replace=False)
         shifted_tenants = {tenants[int(i)].name for i in chosen[:3]}
-        swaps += run_version(rng, version, tenants, refs, shifted_tenants, tenants[int(chosen[3])].name)
+        swaps += run_version(rng, version, tenants, refs, shifted_tenants, tenants[int(chosen[3])].name,
+                             terms)
         print(f"version {version}: {time.perf_counter() - started:.0f} s", flush=True)
-    report(swaps, tenants, time.perf_counter() - started)
+    report(swaps, tenants, time.perf_counter() - started, terms)
 
 
 if __name__ == "__main__":
