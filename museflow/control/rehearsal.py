@@ -8,9 +8,18 @@ fits the candidate's map per tenant from *exact* quantiles of its corrected scor
 :func:`build_report` predicts what each tenant's alert rate at each watch threshold will be once
 the candidate serves with that map.
 
+A tenant whose own map the refit agent's guards would hold for want of samples (the same
+:meth:`~museflow.transform.refit.RefitPolicy.decide`) gets what that agent would serve it: its
+scores blended with the pool of every rehearsed route of the intent, on its own reference
+(:func:`~museflow.control.contract.blend_map`), carrying the effective samples promotion judges
+(:func:`~museflow.transform.refit.with_evidence`); as there, only with two or more tenants and
+enough pooled scores. Its source stays ``rehearsal``: the tenant's first own live refit that passes
+the guards replaces it. A tenant with enough samples keeps its own exact fit.
+
 Everything is a function of the set of replayed events: scores are sorted by event id before
-anything order-sensitive, quantiles are exact, and no wall-clock time enters a map or a report,
-so two rehearsals of one window publish the same maps and write byte-identical reports.
+anything order-sensitive, quantiles are exact (pooled ones too, tenants taken in route order), and
+no wall-clock time enters a map or a report, so two rehearsals of one window publish the same maps
+and write byte-identical reports.
 
 Verdicts: a route fails when its predicted alert rate's interval misses the target by more than
 the tolerance; when the two models' mean corrected probabilities (each an estimate of the
@@ -25,8 +34,10 @@ ratio of 3.4-3.6 against 1.04-1.13 for the healthy ones.
 
 Prediction interval: the live alert rate of a map fitted at the empirical quantile of ``n``
 scores with ``k`` above the threshold is the true exceedance probability of that quantile;
-the 95% Wilson interval of ``k/n`` bounds it. The raw-score rate (the candidate's corrected
-probability above the threshold, no map) shows what the swap would do unmapped.
+the 95% Wilson interval of ``k/n`` bounds it. A blended map's rows say so and give its effective
+samples; their ``k/n`` is still on the tenant's own events (whether its traffic agrees with the
+blend, not how precise the blend is). The raw-score rate (the candidate's corrected probability
+above the threshold, no map) shows what the swap would do unmapped.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from museflow.contracts.validation import validate_event
-from museflow.control.contract import Contract
+from museflow.control.contract import Contract, Credibility, blend_map, credibility
 from museflow.control.routing import ModelRef, Route
 from museflow.control.state import PipelineState, rejection_key
 from museflow.errors import MapError, RouteError, ValidationError
@@ -52,7 +63,7 @@ from museflow.observe.estimate import check_calibration
 from museflow.observe.performance import confusion_at
 from museflow.transform.qmap import QuantileMap
 from museflow.transform.reference import ReferenceDistribution
-from museflow.transform.refit import ExactSample, fit_map
+from museflow.transform.refit import SHORT, ExactSample, RefitPolicy, fit_map, with_evidence
 
 __all__ = ["PREDICTION_CHECK", "Rehearsal", "RehearsalReport", "build_report", "rehearsal_vs_shadow", "spearman",
            "wilson", "write_report"]
@@ -82,14 +93,21 @@ class _Scores:
 
 
 class Rehearsal:
-    """Champion and candidate scores of the replayed events of ``routes``."""
+    """Champion and candidate scores of the replayed events of ``routes``.
 
-    def __init__(self, state: PipelineState, candidate: ModelRef, routes: Sequence[Route]) -> None:
+    ``policy_for(tenant, intent)`` gives the refit agent's guards and contract for a tenant's map (tenant
+    None: the intent's pooled map), e.g. :meth:`museflow.transform.refit.Refitter.policy_for`; by default
+    :class:`RefitPolicy`'s own on the route's watch thresholds.
+    """
+
+    def __init__(self, state: PipelineState, candidate: ModelRef, routes: Sequence[Route], *,
+                 policy_for: Callable[[str | None, str], RefitPolicy] | None = None) -> None:
         if not routes:
             raise RouteError(f"nothing to rehearse {candidate} on: no route given or in force")
         self.state = state
         self.candidate = candidate
         self.routes = {(r.tenant, r.intent): r for r in routes}
+        self._policy_for = policy_for
         self._model = self._loaded(candidate)
         self._scores: dict[tuple[str, str], _Scores] = defaultdict(_Scores)
         self.seen = 0
@@ -148,21 +166,68 @@ class Rehearsal:
             "event_times": np.asarray(acc.event_times, dtype=np.int64)[order],
         }
 
+    def _policy(self, tenant: str | None, intent: str) -> RefitPolicy:
+        """The refit guards and contract a tenant's map (tenant None: the intent's pooled map) is held to."""
+        if self._policy_for is not None:
+            return self._policy_for(tenant, intent)
+        route = self.routes.get((tenant, intent)) if tenant is not None else None
+        return RefitPolicy(watch_thresholds=route.watch_thresholds if route is not None else ())
+
     def fit_maps(self, window: tuple[int, int], next_version: Mapping[tuple[str, str], int]) -> dict[
             tuple[str, str], QuantileMap | MapError]:
-        """The candidate's map per route onto the route's reference, fitted on the window's scores."""
+        """The candidate's map per route onto the route's reference, fitted on the window's scores.
+
+        A route whose own map the refit guards would hold for want of samples gets its scores blended with
+        the intent's pooled ones instead, as the refit agent would serve it.
+        """
+        scores = {key: self.columns(key)["candidate"] for key in sorted(self.routes)}
+        samples = {key: ExactSample(values, window[0]) for key, values in scores.items()}
+        pools: dict[str, Credibility | None] = {}
         out: dict[tuple[str, str], QuantileMap | MapError] = {}
         for key, route in sorted(self.routes.items()):
-            scores = self.columns(key)["candidate"]
+            sample = samples[key]
             reference = self.state.reference(route.reference)
             tail = route.watch_thresholds[-1] if route.watch_thresholds else None
+            own: QuantileMap | MapError
             try:
-                out[key] = fit_map(ExactSample(scores, window[0]), reference, model=self.candidate.name,
-                                   model_version=self.candidate.version, tenant=key[0], intent=key[1],
-                                   version=next_version.get(key, 1), tail_threshold=tail, now_ms=window[1])
+                own = fit_map(sample, reference, model=self.candidate.name,
+                              model_version=self.candidate.version, tenant=key[0], intent=key[1],
+                              version=next_version.get(key, 1), tail_threshold=tail, now_ms=window[1])
             except MapError as exc:
-                out[key] = exc
+                own = exc
+            held = isinstance(own, MapError) or self._policy(*key).decide(own, None, sample).reason in SHORT
+            short = sample.count > 0 and held  # a route without traffic in the window is not blended
+            if short and key[1] not in pools:
+                pools[key[1]] = self._pool(key[1], scores, samples)
+            cred = pools[key[1]] if short else None
+            blended = None if cred is None else self._blended(key, sample, cred, window, next_version.get(key, 1))
+            out[key] = own if blended is None else blended
         return out
+
+    def _pool(self, intent: str, scores: Mapping[tuple[str, str], FloatArray],
+              samples: Mapping[tuple[str, str], ExactSample]) -> Credibility | None:
+        """How the intent's tenants differ around the pool of every rehearsed route's scores; None, as for the
+        refit agent, with one tenant or fewer pooled scores than the guards ask."""
+        tenants = {key[0]: sample for key, sample in samples.items() if key[1] == intent and sample.count > 0}
+        pooled = ExactSample(np.concatenate([values for key, values in scores.items() if key[1] == intent]))
+        if len(tenants) < 2 or pooled.count < self._policy(None, intent).min_samples or not pooled.max > pooled.min:
+            return None
+        return credibility(tenants, pooled)
+
+    def _blended(self, key: tuple[str, str], sample: ExactSample, cred: Credibility, window: tuple[int, int],
+                 version: int) -> QuantileMap | None:
+        """The tenant's scores blended with the pool on its own reference, carrying the evidence promotion
+        judges (:func:`museflow.transform.refit.with_evidence`); None when the blend cannot be fitted."""
+        reference = self.state.reference(self.routes[key].reference)
+        try:
+            blended = blend_map(sample, cred, reference, model=self.candidate.name,
+                                model_version=self.candidate.version, tenant=key[0], intent=key[1], version=version,
+                                now_ms=window[1], source="rehearsal")
+        except MapError:
+            return None
+        policy = self._policy(*key)
+        windowed = QuantileMap.from_record({**blended.to_record(), "window_start_ms": window[0]})
+        return with_evidence(windowed, sample, cred, reference, policy.contract, policy.watch_thresholds)
 
 
 @dataclass(frozen=True)
@@ -174,6 +239,10 @@ class Row:
     threshold: float
     target_rate: float
     samples: int
+    fit: str
+    """``own`` (fitted on this route's scores alone), ``blended`` (with the intent's pooled scores) or ``none``."""
+    effective_samples: float
+    """What the map's alert rate at this threshold rests on: ``samples``, or a blended map's evidence."""
     champion_mapped_rate: float
     predicted_rate: float
     interval: tuple[float, float]
@@ -230,9 +299,11 @@ def build_report(rehearsal: Rehearsal, maps: Mapping[tuple[str, str], QuantileMa
             mapped = np.full(n, math.nan)
         else:
             mapped = fitted.apply(cols["candidate"])
-            map_info[name] = {"version": fitted.version, "samples": fitted.sample_count,
+            map_info[name] = {"version": fitted.version, "fit": _fit(fitted), "samples": fitted.sample_count,
                               "tail_samples": fitted.tail_sample_count, "reference": route.reference,
                               "knots": len(fitted.knots_x)}
+            if fitted.evidence:
+                map_info[name]["effective_samples"] = {f"{t:g}": e for t, e in fitted.evidence}
         rho = rhos[key]
         known = [i for i, event_id in enumerate(cols["ids"]) if event_id in labels]
         y = np.asarray([labels[cols["ids"][i]] for i in known], dtype=bool)
@@ -274,9 +345,9 @@ def build_report(rehearsal: Rehearsal, maps: Mapping[tuple[str, str], QuantileMa
                 verdict = f"too few samples ({k} above the threshold, {MIN_SAMPLES} needed to judge)"
             if verdict != "ok" and not verdict.startswith("too few"):
                 problems.append(f"at {tau:g}: {verdict}")
-            rows.append(Row(key[0], key[1], float(tau), target, n, float(np.mean(cols["champion_mapped"] > tau)),
-                            predicted,
-                            (low, high), float(np.mean(cols["candidate"] > tau)), int(only_champion.size),
+            rows.append(Row(key[0], key[1], float(tau), target, n, _fit(fitted), _effective_samples(fitted, tau),
+                            float(np.mean(cols["champion_mapped"] > tau)), predicted, (low, high),
+                            float(np.mean(cols["candidate"] > tau)), int(only_champion.size),
                             int(only_candidate.size), sample, precision, recall, verdict))
         calibration = {}
         if y.size:  # how far CBPE (museflow.observe.estimate) can be trusted for each model on this route
@@ -288,6 +359,23 @@ def build_report(rehearsal: Rehearsal, maps: Mapping[tuple[str, str], QuantileMa
                         "calibration": calibration,
                         "verdict": "ok" if not problems else "; ".join(problems)}
     return RehearsalReport(str(rehearsal.candidate), window, rows, routes, map_info)
+
+
+def _fit(qmap: QuantileMap | MapError | None) -> str:
+    """A map carrying evidence is blended (:func:`museflow.transform.refit.with_evidence`); else its own fit."""
+    if not isinstance(qmap, QuantileMap):
+        return "none"
+    return "blended" if qmap.evidence else "own"
+
+
+def _effective_samples(qmap: QuantileMap | MapError | None, threshold: float) -> float:
+    """Its samples, or a blended map's evidence at ``threshold`` (nan where it has none: promotion judges it
+    only at its evidence's thresholds); 0 without a map."""
+    if not isinstance(qmap, QuantileMap):
+        return 0.0
+    if qmap.evidence and not any(abs(t - threshold) <= 1e-9 for t, _ in qmap.evidence):
+        return math.nan
+    return qmap.effective_samples(threshold)
 
 
 def rehearsal_vs_shadow(rehearsal: QuantileMap, shadow: QuantileMap, reference: ReferenceDistribution,
@@ -355,7 +443,11 @@ def write_report(report: RehearsalReport, out_dir: Path) -> Path:
              "Champion and candidate scored every retained event of each route; the candidate's map was fitted "
              "on these scores. *predicted* is the alert rate the candidate will have once it serves with that "
              "map (95% interval); *raw* is its corrected probability above the threshold without a map; "
-             "*flips* are events alerted by one model and not the other.", "",
+             "*flips* are events alerted by one model and not the other. *map* says how the map was fitted: *own* "
+             "on the route's scores alone, or *blended* with the intent's pooled scores where the refit guards "
+             "would hold the tenant's own map for want of samples; in brackets the samples its alert rate rests "
+             "on (a blended map's effective samples, which promotion judges). *predicted* is measured on the "
+             "route's own events either way.", "",
              "| route | events | labelled | rank agreement | calibration ECE / fraud rate (champion, candidate) "
              "| verdict |", "|---|---|---|---|---|---|"]
     for name, info in report.routes.items():
@@ -365,13 +457,16 @@ def write_report(report: RehearsalReport, out_dir: Path) -> Path:
                          for w in ("champion", "candidate")) if cal else "no labels")
         lines.append(f"| {name} | {info['samples']:,} | {info.get('labelled', 0):,} | "
                      f"{info['rank_agreement']:.3f} | {ece} | {info['verdict']} |")
-    lines += ["", "| route | threshold | target | champion now | predicted | interval | raw | flips champion-only | "
-              "flips candidate-only | precision (champion / candidate) | recall (champion / candidate) | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| route | threshold | target | map (samples) | champion now | predicted | interval | raw | "
+              "flips champion-only | flips candidate-only | precision (champion / candidate) | "
+              "recall (champion / candidate) | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.rows:
         pr = (f"{r.precision['champion']:.3f} / {r.precision['candidate']:.3f}" if r.precision else "no labels")
         rc = (f"{r.recall['champion']:.3f} / {r.recall['candidate']:.3f}" if r.recall else "no labels")
-        lines.append(f"| {r.tenant}/{r.intent} | {r.threshold:.4g} | {r.target_rate:.3%} | "
+        fit = r.fit if r.fit == "none" else (
+            f"{r.fit} ({r.effective_samples:,.0f})" if math.isfinite(r.effective_samples) else f"{r.fit} (-)")
+        lines.append(f"| {r.tenant}/{r.intent} | {r.threshold:.4g} | {r.target_rate:.3%} | {fit} | "
                      f"{r.champion_mapped_rate:.3%} | {r.predicted_rate:.3%} | {r.interval[0]:.3%} .. "
                      f"{r.interval[1]:.3%} | {r.raw_rate:.3%} | {r.flips_champion_only:,} | "
                      f"{r.flips_candidate_only:,} | {pr} | {rc} | {r.verdict} |")

@@ -1,5 +1,6 @@
 """``rehearse``: replay a window of retained traffic through champion and candidate, fit and publish
-the candidate's maps (source ``rehearsal``), and write the rehearsal report.
+the candidate's maps (source ``rehearsal``; blended with the pooled scores for a tenant the refit
+agent's guards would hold, as that agent would serve it), and write the rehearsal report.
 
 Used by ``museflow rehearse``, the demo, the benchmark and the tests. Publishing is idempotent:
 a map identical to one already published for the same window is not written again, so two
@@ -17,7 +18,7 @@ from museflow.config import Settings
 from museflow.control.rehearsal import Rehearsal, RehearsalReport, build_report, write_report
 from museflow.control.routing import ModelRef, Route
 from museflow.errors import RouteError
-from museflow.kafka.plane import publish_map, read_state
+from museflow.kafka.plane import publish_map, read_state, refitter_for_settings
 from museflow.kafka.replay import ReplayProgress, replay_window
 from museflow.transform.qmap import QuantileMap
 
@@ -59,7 +60,7 @@ def rehearse(settings: Settings, candidate: ModelRef, window: tuple[int, int], *
     chosen = rehearsed_routes(list(read_state(settings).routes), candidate, routes)
     state = read_state(settings, load_models={candidate.name, *(r.champion.name for r in chosen)})
     chosen = rehearsed_routes(list(state.routes), candidate, routes)
-    rehearsal = Rehearsal(state, candidate, chosen)
+    rehearsal = Rehearsal(state, candidate, chosen, policy_for=refitter_for_settings(settings, state).policy_for)
     serdes = serdes_from_settings(settings)
     replay_started = time.monotonic()
     for events, stamps in replay_window(settings, serdes, window[0], window[1], progress=progress):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from museflow.control.contract import Contract, Credibility, blend_map, credibility, judge
+from museflow.control.contract import Contract, Credibility, ScoreSample, blend_map, credibility, judge
 from museflow.errors import MapError
 from museflow.transform.qmap import MapStore, QuantileMap
 from museflow.transform.reference import ReferenceDistribution, collapse_ties, probability_grid
@@ -24,6 +24,7 @@ from museflow.transform.sketch import DEFAULT_K, WindowedSketch
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "CountedSample",
     "ExactSample",
     "RefitDecision",
     "RefitOutcome",
@@ -34,6 +35,7 @@ __all__ = [
     "alert_rate_on",
     "fit_map",
     "refitter_for_routes",
+    "with_evidence",
 ]
 
 DEFAULT_LEVELS = probability_grid()
@@ -97,8 +99,12 @@ class ExactSample:
         return np.searchsorted(self._sorted, points, side="right") / self._sorted.size
 
 
+CountedSample = WindowedSketch | ExactSample
+"""Scores the refit guards can count: the refit agent's sketches and the rehearsal's exact samples."""
+
+
 def fit_map(
-    sketch: WindowedSketch | ExactSample,
+    sketch: CountedSample,
     reference: ReferenceDistribution,
     *,
     model: str,
@@ -150,7 +156,7 @@ class RefitDecision:
     details: Mapping[str, float] = field(default_factory=dict)
 
 
-def alert_rate_on(qmap: QuantileMap, sketch: WindowedSketch, threshold: float) -> float:
+def alert_rate_on(qmap: QuantileMap, sketch: CountedSample, threshold: float) -> float:
     """Share of the sketched scores that ``qmap`` sends strictly above ``threshold``."""
     n = sketch.count
     if n == 0:
@@ -183,13 +189,13 @@ class RefitPolicy:
             )
         object.__setattr__(self, "watch_thresholds", tuple(sorted(float(t) for t in self.watch_thresholds)))
 
-    def tail_samples(self, candidate: QuantileMap, sketch: WindowedSketch) -> float:
+    def tail_samples(self, candidate: QuantileMap, sketch: CountedSample) -> float:
         """Scores the candidate sends above the highest watched threshold (or its own tail count)."""
         if not self.watch_thresholds:
             return float(candidate.tail_sample_count)
         return alert_rate_on(candidate, sketch, self.watch_thresholds[-1]) * sketch.count
 
-    def off_contract(self, candidate: QuantileMap, current: QuantileMap, sketch: WindowedSketch) -> str | None:
+    def off_contract(self, candidate: QuantileMap, current: QuantileMap, sketch: CountedSample) -> str | None:
         """The first watched threshold where ``current`` alerts off the candidate's rate (the target on this
         traffic) by more than the tolerance plus this sample's error, or None."""
         n = sketch.count
@@ -204,7 +210,7 @@ class RefitPolicy:
         return None
 
     def decide(self, candidate: QuantileMap, current: QuantileMap | None,
-               sketch: WindowedSketch, *, allow_shift: bool = False) -> RefitDecision:
+               sketch: CountedSample, *, allow_shift: bool = False) -> RefitDecision:
         """Publish or hold ``candidate`` against ``current`` on the traffic in ``sketch``.
 
         ``allow_shift`` (an operator's forced refit) skips only the alert-rate-shift guard.
@@ -356,11 +362,7 @@ class Refitter:
             model, model_version, intent, tenant = key
             sketch = self._sketches[key]
             sketch.advance(now)
-            pooled = tenant is None
-            if self._policy_for is not None:
-                policy = self._policy_for(tenant, intent)
-            else:
-                policy = self.pooled_policy if pooled else self.policy
+            policy = self.policy_for(tenant, intent)
             held = max(filter(None, (self.store.get_pooled(model, model_version, intent) if tenant is None
                                      else self.store.get(model, model_version, tenant), self._published.get(key))),
                        key=lambda m: m.version, default=None)
@@ -425,25 +427,23 @@ class Refitter:
                                   now_ms=now_ms)
         except MapError:
             return short
-        policy = self._policy_for(tenant, intent) if self._policy_for is not None else self.policy
-        evidence = []
-        thresholds = policy.watch_thresholds or tuple(float(t) for t in reference.threshold_for(DEFAULT_CONTRACT_RATES))
-        for tau in thresholds:
-            target = float(reference.alert_rate(tau))
-            if 0.0 < target < 1.0:
-                judged = judge(candidate, tau, target, sketch if sketch.count else None, policy.contract, cred)
-                evidence.append((tau, judged.effective_samples))
-        record = candidate.to_record()
-        record["evidence"] = [{"threshold": t, "effective_samples": min(n, 1e15)} for t, n in evidence]
-        candidate = QuantileMap.from_record(record)
+        policy = self.policy_for(tenant, intent)
+        candidate = with_evidence(candidate, sketch if sketch.count else None, cred, reference, policy.contract,
+                                  policy.watch_thresholds)
         self._published[short.key] = candidate
         if self._owns_store:
             self.store.put(candidate)
-        shown = ", ".join(f"{t:g}: {n:,.0f}" for t, n in evidence) or "no watch thresholds"
+        shown = ", ".join(f"{t:g}: {n:,.0f}" for t, n in candidate.evidence) or "no watch thresholds"
         return RefitOutcome(short.key, candidate, RefitDecision(
             True, "blended", f"{where} v{version} published blended with the pooled scores ({sketch.count} own, "
             f"{pooled.count} pooled; effective samples {shown}): {short.decision.message}",
             {**short.decision.details, "pooled_samples": float(pooled.count)}))
+
+    def policy_for(self, tenant: str | None, intent: str) -> RefitPolicy:
+        """The guards and contract a tenant's map (tenant None: the intent's pooled map) is refitted under."""
+        if self._policy_for is not None:
+            return self._policy_for(tenant, intent)
+        return self.pooled_policy if tenant is None else self.policy
 
     def _credibility(self, model: str, model_version: str, intent: str, pooled: WindowedSketch) -> Credibility:
         tenants = {k[3]: s for k, s in self._sketches.items()
@@ -453,6 +453,24 @@ class Refitter:
     def _version_after(self, key: SketchKey) -> int:
         mine = self._published.get(key)
         return mine.version if mine is not None else 0
+
+
+def with_evidence(qmap: QuantileMap, sample: ScoreSample | None, cred: Credibility, reference: ReferenceDistribution,
+                  contract: Contract, thresholds: Sequence[float] = ()) -> QuantileMap:
+    """``qmap`` recording, per watch threshold, the effective samples the contract's judgement gives it on the
+    tenant's ``sample`` borrowing from ``cred``, so promotion judges a blended map like any other.
+
+    ``thresholds``: the route's watch thresholds, else the reference's at :data:`DEFAULT_CONTRACT_RATES`
+    (what promotion judges).
+    """
+    evidence = []
+    for tau in thresholds or tuple(float(t) for t in reference.threshold_for(DEFAULT_CONTRACT_RATES)):
+        target = float(reference.alert_rate(tau))
+        if 0.0 < target < 1.0:
+            evidence.append((tau, judge(qmap, tau, target, sample, contract, cred).effective_samples))
+    record = qmap.to_record()
+    record["evidence"] = [{"threshold": t, "effective_samples": min(n, 1e15)} for t, n in evidence]
+    return QuantileMap.from_record(record)
 
 
 def refitter_for_routes(routes: Iterable[Any], reference: Callable[[str], ReferenceDistribution], *,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from museflow.control.contract import Contract, blend_map, credibility, judge
 from museflow.transform.qmap import QuantileMap
 from museflow.transform.reference import ReferenceDistribution
-from museflow.transform.refit import RefitPolicy, Refitter, alert_rate_on, fit_map
+from museflow.transform.refit import ExactSample, RefitPolicy, Refitter, alert_rate_on, fit_map, with_evidence
 from museflow.transform.sketch import WindowedSketch
 
 REF = ReferenceDistribution.uniform("pct", 1)
@@ -154,6 +155,25 @@ def test_refitter_publishes_tenant_and_pooled_and_a_blended_map_for_small_tenant
     assert not recent.published and recent.decision.reason == "blended-recent"  # no churn
     assert refitter.store.resolve("xgb", "3", "big", "cnp").is_identity
     assert refitter.refit(now=7.0) == []  # nothing new observed
+
+
+def test_a_blended_map_carries_the_contracts_effective_samples_at_each_watch_threshold(traffic: np.ndarray) -> None:
+    """What the refit agent and the rehearsal attach to a blended map, and promotion reads back."""
+    tenants = {"big": ExactSample(traffic[:30_000]), "mid": ExactSample(traffic[30_000:50_000]),
+               "small": ExactSample(traffic[50_000:51_000])}
+    pooled = ExactSample(traffic[:51_000])
+    cred = credibility(tenants, pooled)
+    blended = blend_map(tenants["small"], cred, REF, model="xgb", model_version="2", tenant="small", intent="cnp",
+                        version=3)
+    contract = Contract()
+    watched = with_evidence(blended, tenants["small"], cred, REF, contract, WATCH)
+    assert [t for t, _ in watched.evidence] == list(WATCH)
+    for tau, effective in watched.evidence:
+        assert effective == judge(blended, tau, 1 - tau, tenants["small"], contract, cred).effective_samples
+        assert watched.effective_samples(tau) == effective > 0
+    assert {**watched.to_record(), "evidence": []} == blended.to_record()
+    unwatched = with_evidence(blended, tenants["small"], cred, REF, contract)  # promotion's default rates
+    assert [t for t, _ in unwatched.evidence] == pytest.approx([0.95, 0.99])
 
 
 def test_refitter_increments_versions_on_the_whole_window(traffic: np.ndarray) -> None:

@@ -1,14 +1,17 @@
-"""Swap rehearsal, without a broker: flags a candidate broken for one tenant, is deterministic, predicts."""
+"""Swap rehearsal, without a broker: flags a candidate broken for one tenant, is deterministic, predicts,
+and serves a small tenant the blended map the refit agent would."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from museflow.config import Settings
 from museflow.control.rehearsal import (
     PREDICTION_CHECK,
     Rehearsal,
@@ -21,11 +24,19 @@ from museflow.control.rehearsal import (
 from museflow.control.routing import ModelRef, Route
 from museflow.control.state import PipelineState
 from museflow.demo.loadgen import TransactionGenerator
+from museflow.errors import MapError
 from museflow.observe.metrics import PipelineMetrics
+from museflow.transform.qmap import QuantileMap
+from museflow.transform.refit import ExactSample, RefitPolicy, fit_map, refitter_for_routes
 
 V1, V2 = ModelRef("fraud-cnp", "1"), ModelRef("fraud-cnp", "2")
 TENANTS = ("acme-bank", "globex-pay", "initech-fin")
 CNP = "card-not-present"
+BIG = tuple(f"big-{i}" for i in range(6))
+SMALL = "small-co"
+BIG_EVENTS, SMALL_EVENTS = 6000, 500
+WATCH = (0.95, 0.99)
+WINDOW = (1_700_000_000_000, 1_700_000_600_000)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +66,11 @@ def traffic(seed: int, n: int = 30_000, broken: str | None = None) -> tuple[list
     return events, labels
 
 
-def rehearsed(state: PipelineState, events: list[dict[str, Any]], chunk: int = 2000) -> Rehearsal:
-    rehearsal = Rehearsal(state, V2, [Route(t, CNP, V1, version=1) for t in TENANTS])
+def rehearsed(state: PipelineState, events: list[dict[str, Any]], chunk: int = 2000,
+              routes: list[Route] | None = None,
+              policy_for: Callable[[str | None, str], RefitPolicy] | None = None) -> Rehearsal:
+    rehearsal = Rehearsal(state, V2, routes or [Route(t, CNP, V1, version=1) for t in TENANTS],
+                          policy_for=policy_for)
     for i in range(0, len(events), chunk):
         batch = events[i:i + chunk]
         rehearsal.observe(batch, [e["event_time"] for e in batch])
@@ -100,6 +114,9 @@ def test_two_rehearsals_of_one_window_give_the_same_maps_and_byte_identical_repo
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert all(m["source"] == "rehearsal" for m in outputs[0].values())
+    # blended maps too: each tenant's 4,000 events are short of the default guards' 10,000
+    assert all(m["evidence"] for m in outputs[0].values())
+    assert f"| acme-bank/{CNP} | 0.95 | 5.000% | blended (" in (tmp_path / "a" / "rehearsal.md").read_text()
 
 
 def test_the_map_fitted_on_the_replay_holds_the_alert_rate_on_later_traffic(state: PipelineState) -> None:
@@ -148,3 +165,66 @@ def test_a_rehearsal_map_is_compared_with_the_shadow_map_on_the_shadow_traffic(s
     assert same == pytest.approx({0.05: 0.05, 0.01: 0.01}, rel=1e-3)
     later = rehearsal_vs_shadow(fitted(scores), fitted(scores + 0.01), reference)
     assert later[0.05] > 0.06 and later[0.01] > 0.012, later
+
+
+def small_and_big(seed: int) -> list[dict[str, Any]]:
+    """Six big tenants' and one small tenant's card-not-present events, all of one traffic mix (one tail shape)."""
+    generator = TransactionGenerator(seed=seed)
+    return [{**g.event, "tenant": tenant, "intent": CNP} for tenant in (*BIG, SMALL)
+            for g in generator.generate(SMALL_EVENTS if tenant == SMALL else BIG_EVENTS, start_ms=WINDOW[0])]
+
+
+def guarded(state: PipelineState, events: list[dict[str, Any]], chunk: int = 2000) -> Rehearsal:
+    """A rehearsal of :func:`small_and_big` under the refit agent's guards at the default settings."""
+    routes = [Route(t, CNP, V1, version=1, watch_thresholds=WATCH) for t in (*BIG, SMALL)]
+    defaults = Settings()
+    refitter = refitter_for_routes(routes, state.reference, min_samples=defaults.refit_min_samples,
+                                   min_tail_samples=defaults.refit_min_tail_samples,
+                                   max_alert_rate_shift=defaults.refit_max_alert_rate_shift,
+                                   window_seconds=defaults.refit_window_seconds)
+    return rehearsed(state, events, chunk, routes, refitter.policy_for)
+
+
+def records(maps: Mapping[tuple[str, str], QuantileMap | MapError]) -> dict[tuple[str, str], dict[str, Any]]:
+    assert all(isinstance(m, QuantileMap) for m in maps.values()), maps
+    return {key: m.to_record() for key, m in maps.items() if isinstance(m, QuantileMap)}
+
+
+def own_fit(rehearsal: Rehearsal, tenant: str) -> QuantileMap:
+    """The tenant-only map: the rehearsal's fit before small tenants were blended."""
+    return fit_map(ExactSample(rehearsal.columns((tenant, CNP))["candidate"], WINDOW[0]),
+                   rehearsal.state.reference("uniform@1"), model=V2.name, model_version=V2.version, tenant=tenant,
+                   intent=CNP, version=1, tail_threshold=WATCH[-1], now_ms=WINDOW[1])
+
+
+def test_a_small_tenant_is_rehearsed_on_a_blended_map_closer_to_its_true_rates_and_big_ones_keep_their_own(
+        state: PipelineState) -> None:
+    """500 events (the guards need 5,000) vs six tenants of 6,000: the small tenant's map borrows from the pool,
+    records the effective samples promotion judges, alerts nearer the target on fresh traffic and is the same
+    map when fitted again; the big tenants' maps are their own fits, byte for byte."""
+    fresh = [g.event for g in TransactionGenerator(seed=99).generate(100_000, start_ms=WINDOW[0])]
+    truth = state.registry.get("fraud-cnp", "2").score(fresh).probability  # type: ignore[union-attr]
+    errors: dict[str, list[float]] = {"blended": [], "tenant-only": []}
+    effective: list[float] = []
+    for seed in range(1, 5):
+        rehearsal = guarded(state, small_and_big(seed))
+        maps = rehearsal.fit_maps(WINDOW, {})
+        fitted = records(maps)
+        assert records(rehearsal.fit_maps(WINDOW, {})) == fitted
+        for tenant in BIG:
+            assert fitted[(tenant, CNP)] == own_fit(rehearsal, tenant).to_record()
+        small = maps[(SMALL, CNP)]
+        assert isinstance(small, QuantileMap) and small.source == "rehearsal" and small.sample_count == SMALL_EVENTS
+        assert (small.window_start_ms, small.window_end_ms) == WINDOW
+        assert [t for t, _ in small.evidence] == list(WATCH)
+        effective += [n for _, n in small.evidence]
+        for name, qmap in (("blended", small), ("tenant-only", own_fit(rehearsal, SMALL))):
+            errors[name] += [abs(float(np.mean(qmap.apply(truth) > tau)) / (1 - tau) - 1) for tau in WATCH]
+    mae = {name: float(np.mean(e)) for name, e in errors.items()}
+    print(f"\nsmall tenant's mean alert-rate error {mae}; effective samples {[round(n) for n in effective]}")
+    assert mae["blended"] < 0.5 * mae["tenant-only"], mae
+    assert float(np.median(effective)) > 2 * SMALL_EVENTS, effective
+    rows = {(r.tenant, r.threshold): r for r in build_report(rehearsal, maps, WINDOW).rows}
+    for tau, n in small.evidence:
+        assert (rows[(SMALL, tau)].fit, rows[(SMALL, tau)].effective_samples) == ("blended", n)
+        assert (rows[(BIG[0], tau)].fit, rows[(BIG[0], tau)].effective_samples) == ("own", BIG_EVENTS)
