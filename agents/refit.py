@@ -40,7 +40,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     guard = ContractGuard(settings, state)
     served = ServedWatch(metrics, Contract.from_settings(settings), route_at=state.routes.at,
                          current=state.routes.get, reference=state.reference,
-                         pairs=settings.contract_watch_pairs, horizon=settings.contract_watch_horizon)
+                         pairs=settings.contract_watch_pairs, epoch=settings.contract_watch_epoch)
 
     @app.agent(app.topic(settings.topics.score_log), name="museflow-refit")
     async def observe(stream: Any) -> None:

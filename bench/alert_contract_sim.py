@@ -14,8 +14,9 @@ tenant: 30 minutes of shadow traffic, a tenant-only, a pooled and a blended map 
 tenant whose own map holds at every threshold is served it; otherwise the blended map (pooled when
 it has no scores) with the short pairs flagged; a breach blocks the swap. The next 60 minutes are
 served in 10-second batches through :class:`museflow.control.contract.AlertRateWatch` (first breach: roll
-back), on a worker's terms unless ``--pairs``/``--horizon`` say otherwise: alpha split over the
-configured floor of pairs or every pair simulated, whichever is more, and the configured horizon.
+back), on a worker's terms unless ``--pairs``/``--epoch`` say otherwise: alpha split over the
+configured floor of pairs or every pair simulated, whichever is more, and the configured first
+CUSUM epoch.
 Faults are injected at serve time, where the shadow judgement cannot see them: (a) the served map is
 shifted to alert 30% more at every threshold (3 tenants per version); (b) a feature of the candidate
 breaks for one tenant 15 minutes after promotion (its latent loses 40% of its signal and shifts by
@@ -57,10 +58,10 @@ CONTRACT = Contract()
 
 @dataclass(frozen=True)
 class WatchTerms:
-    """The watch's false-alarm split: over ``pairs`` pairs, ``horizon`` scores per pair (0: the window's)."""
+    """The watch's false-alarm split: over ``pairs`` pairs, the CUSUM's first ``epoch`` (0: the window's scores)."""
 
     pairs: int
-    horizon: int
+    epoch: int
 VOLUME_BINS = ((2.0, 10.0), (10.0, 50.0), (50.0, 250.0), (250.0, 2001.0))
 
 
@@ -226,7 +227,7 @@ def _serve(rng: np.random.Generator, swap: SwapResult, model: Model, live: Quant
     watch = AlertRateWatch(CONTRACT, pairs=terms.pairs)
     for p in RATES:
         watch.watch(t.name, INTENT, float(ref.threshold_for(p)), p,
-                    horizon=terms.horizon or per_batch * (NEXT_S // BATCH_S))
+                    epoch=terms.epoch or per_batch * (NEXT_S // BATCH_S))
     for start in range(0, NEXT_S, BATCH_S):
         broken = swap.kind == "broken" and start >= BREAK_S
         breaches = watch.observe(t.name, INTENT, live.apply(model.draw(rng, t, per_batch, broken)))
@@ -399,8 +400,8 @@ def report(swaps: list[SwapResult], tenants: Sequence[Tenant], seconds: float, t
     """Print the tables and the targets; return each target's PASS (True) or MISS."""
     print(f"\n{len(swaps)} swaps ({len({s.version for s in swaps})} candidate versions x {len(tenants)} tenants, "
           f"{sum(s.kind != 'good' for s in swaps)} with a fault), contract {CONTRACT.describe()}, {seconds:.0f} s"
-          f"\nwatch: alpha 5% split over {terms.pairs} pairs, horizon "
-          f"{f'{terms.horizon:,} scores per pair' if terms.horizon else 'the 60-minute window'}")
+          f"\nwatch: alpha 5% split over {terms.pairs} pairs, the CUSUM's first epoch "
+          f"{f'{terms.epoch:,} scores per pair' if terms.epoch else 'the 60-minute window'}")
     _report_tenants(tenants)
     checks = {
         "pairs judged holds hold within ±10% over the next window (>= 95%)": _report_holds(swaps),
@@ -423,11 +424,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=max(defaults.contract_watch_pairs, TENANTS * len(RATES)),
                         help="pairs the watch's alpha is split over (default: as a worker would, the configured "
                              "floor or every pair watched, whichever is more)")
-    parser.add_argument("--horizon", type=int, default=defaults.contract_watch_horizon,
-                        help="scores per pair the CUSUM's union bound covers (default: the worker's; 0: the "
-                             "simulated window's)")
+    parser.add_argument("--epoch", type=int, default=defaults.contract_watch_epoch,
+                        help="scores of the CUSUM's first epoch (default: the worker's; 0: the simulated "
+                             "window's)")
     args = parser.parse_args(argv)
-    terms = WatchTerms(args.pairs, args.horizon)
+    terms = WatchTerms(args.pairs, args.epoch)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     tenants = make_tenants(rng)

@@ -148,8 +148,9 @@ class Settings:
     contract_watch_pairs: int = 100
     """The (tenant, threshold) pairs the watch's 5% false-alarm level is split over: a floor; when more
     are watched at once, the split follows them (``museflow.observe.contract_watch``)."""
-    contract_watch_horizon: int = 10_000_000
-    """Served scores one pair is watched for after a route version starts (the CUSUM's union bound)."""
+    contract_watch_epoch: int = 1_000_000
+    """Served scores of a pair's first CUSUM epoch; later epochs double, each spending half the false-alarm
+    budget left, so the level holds however long a route version is watched."""
 
     model_dir: str = "models"
     data_dir: str = ".museflow"
@@ -187,7 +188,7 @@ class Settings:
                 f"(or unset {ENV_PREFIX}SSL_KEYFILE when the broker does not ask for client certificates)"
             )
         for name in ("partitions", "replication_factor", "batch_size", "batches_in_flight", "contract_watch_pairs",
-                     "contract_watch_horizon"):
+                     "contract_watch_epoch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.bootstrap_servers.strip():

@@ -21,9 +21,12 @@ verdict, with the same formula for a tenant-only map (``w = 1``) or a pooled one
 After promotion :class:`AlertRateWatch` runs, per (tenant, threshold) and side of the tolerance
 band, a Bernoulli log-likelihood ratio of ``p (1 ± shift)`` against the band's edge, both
 unreflected from the promotion (an SPRT, ``h_start = ln(4 pairs / alpha)`` by Ville's inequality)
-and reflected at 0 (a CUSUM for later changes, ``h = ln(4 horizon pairs / alpha)`` by a union
-bound over its restarts): a false alarm on a pair within its band has probability <= ``alpha``
-over ``pairs`` pairs watched for ``horizon`` observations each.
+and reflected at 0 (a CUSUM for later changes, by a union bound over its restarts): a false alarm
+on a pair within its band has probability <= ``alpha`` over ``pairs`` pairs, however long they are
+watched. The CUSUM's bound is spent in doubling epochs: epoch ``k`` (observations
+``E (2^k - 1)`` to ``E (2^(k+1) - 1)``, ``E`` the first epoch's length) has at most
+``E 2^(k+1)`` restarts and ``alpha / 2^(k+1)`` of the budget, so its threshold is
+``h_k = ln(4 E pairs / alpha) + 2 (k + 1) ln 2``: it grows with the log of the time watched.
 """
 
 from __future__ import annotations
@@ -387,7 +390,7 @@ class Breach:
 @dataclass
 class _Cusum:
     target: float
-    horizon: int
+    epoch: int
     upper: float = 0.0
     lower: float = 0.0
     upper_start: float = 0.0
@@ -403,35 +406,35 @@ class AlertRateWatch:
     The null is the edge of the contract's band (``p (1 ± tolerance)``), the alternative
     ``p (1 ± shift)``. Each side runs the log-likelihood ratio twice: unreflected from the start
     of the watch (an SPRT: a map that is wrong from promotion is caught after ``h_start``) and
-    reflected at 0 (a CUSUM: a later change is caught after ``h``). Half of ``alpha`` goes to
-    each, split over both sides of ``pairs`` pairs; ``horizon`` is the observations one pair is
-    watched for (per pair with :meth:`watch`).
+    reflected at 0 (a CUSUM: a later change is caught after :meth:`h_at`). Half of ``alpha`` goes
+    to each, split over both sides of ``pairs`` pairs; ``epoch`` is the observations of the CUSUM's
+    first epoch (per pair with :meth:`watch`), after which each epoch doubles and spends half of
+    what is left, so the level holds for a watch of any length.
     """
 
     contract: Contract = field(default_factory=Contract)
     shift: float = 0.30
     alpha: float = 0.05
-    horizon: int = 10_000_000
+    epoch: int = 1_000_000
     pairs: int = 100
     _state: dict[tuple[str, str, float], _Cusum] = field(default_factory=dict)
 
-    @property
-    def h(self) -> float:
-        """CUSUM threshold at the default horizon."""
-        return self.h_for(self.horizon)
-
-    def h_for(self, horizon: int) -> float:
-        """``ln(4 horizon pairs / alpha)``: a union bound over every restart of the CUSUM."""
-        return math.log(4.0 * max(int(horizon), 1) * self.pairs / self.alpha)
+    def h_at(self, seen: npt.ArrayLike, epoch: int | None = None) -> FloatArray:
+        """The CUSUM threshold for the observation after ``seen`` earlier ones:
+        ``ln(4 E pairs / alpha) + 2 (k + 1) ln 2`` in epoch ``k = floor(log2(seen / E + 1))``."""
+        e = max(int(self.epoch if epoch is None else epoch), 1)
+        k = np.floor(np.log2(np.asarray(seen, dtype=np.float64) / e + 1.0))
+        return np.asarray(math.log(4.0 * e * self.pairs / self.alpha) + 2.0 * (k + 1.0) * math.log(2.0),
+                          dtype=np.float64)
 
     @property
     def h_start(self) -> float:
         """``ln(4 pairs / alpha)``: Ville's bound on the SPRT from the start of the watch."""
         return math.log(4.0 * self.pairs / self.alpha)
 
-    def watch(self, tenant: str, intent: str, threshold: float, target: float, horizon: int | None = None) -> None:
-        """Start (or restart) watching one pair, e.g. after a promotion, for ``horizon`` observations."""
-        self._state[(tenant, intent, float(threshold))] = _Cusum(target, self.horizon if horizon is None else horizon)
+    def watch(self, tenant: str, intent: str, threshold: float, target: float, epoch: int | None = None) -> None:
+        """Start (or restart) watching one pair, e.g. after a promotion; ``epoch``: its CUSUM's first epoch."""
+        self._state[(tenant, intent, float(threshold))] = _Cusum(target, self.epoch if epoch is None else epoch)
 
     def forget(self, tenant: str, intent: str) -> None:
         for key in [k for k in self._state if k[:2] == (tenant, intent)]:
@@ -456,7 +459,7 @@ class AlertRateWatch:
             direction = self._update(state, scores > tau)
             if direction is not None:
                 out.append(Breach(t, i, tau, state.target, direction, state.alerts / max(state.seen, 1), state.seen))
-                self._state[(t, i, tau)] = _Cusum(state.target, state.horizon)
+                self._state[(t, i, tau)] = _Cusum(state.target, state.epoch)
         return out
 
     def _update(self, state: _Cusum, hits: npt.NDArray[np.bool_]) -> str | None:
@@ -469,7 +472,7 @@ class AlertRateWatch:
         inc_lo = np.where(hits, lo[0], lo[1])
         upper, lower = _cusum(state.upper, inc_up), _cusum(state.lower, inc_lo)
         upper_start, lower_start = state.upper_start + np.cumsum(inc_up), state.lower_start + np.cumsum(inc_lo)
-        h, h_start = self.h_for(state.horizon), self.h_start
+        h, h_start = self.h_at(state.seen + np.arange(hits.size), state.epoch), self.h_start
         above = (upper > h) | (upper_start > h_start)
         below = (lower > h) | (lower_start > h_start)
         crossed = above | below

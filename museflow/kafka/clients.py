@@ -157,6 +157,8 @@ def iter_topic(
 ) -> Iterator[Record]:
     """Yield the records of ``topic`` from the beginning; stop at the end unless ``follow``.
 
+    ``timeout`` bounds a stall, not the read: it fails when no record arrives for that long while
+    partitions are still short of their end (a long topic read at the broker's pace never does).
     Partitions are assigned, nothing is committed; the group id (default ``<app id>-reader-<n>``,
     inside the platform's ACLs) only has to be one the principal may use (a tenant: ``<tenant>-...``).
     """
@@ -170,7 +172,7 @@ def iter_topic(
         while follow or remaining:
             if not follow and time.monotonic() > deadline:
                 raise BrokerError(
-                    f"reading {topic} timed out after {timeout:.0f}s with partitions {sorted(remaining)} "
+                    f"reading {topic} stalled: no record for {timeout:.0f}s with partitions {sorted(remaining)} "
                     "not read to their end"
                 )
             msg = consumer.poll(0.5)
@@ -184,6 +186,7 @@ def iter_topic(
                 topic=topic, partition=partition, offset=offset, key=msg.key(), value=msg.value(),
                 timestamp_ms=msg.timestamp()[1], headers=headers_of(msg),
             )
+            deadline = time.monotonic() + timeout  # the caller's time with the record is not a stall
             if partition in remaining and offset + 1 >= remaining[partition]:
                 del remaining[partition]
     except KafkaException as exc:

@@ -56,12 +56,12 @@ class ServedWatch:
                  route_at: Callable[[str, str, int], Route | None],
                  current: Callable[[str, str], Route | None],
                  reference: Callable[[str], ReferenceDistribution],
-                 pairs: int = 100, horizon: int = 10_000_000, alpha: float = 0.05) -> None:
-        if pairs < 1 or horizon < 1:
-            raise ValueError(f"ServedWatch(pairs={pairs}, horizon={horizon}) needs both >= 1")
+                 pairs: int = 100, epoch: int = 1_000_000, alpha: float = 0.05) -> None:
+        if pairs < 1 or epoch < 1:
+            raise ValueError(f"ServedWatch(pairs={pairs}, epoch={epoch}) needs both >= 1")
         self.metrics, self.contract = metrics, contract
         self._route_at, self._current, self._reference = route_at, current, reference
-        self.min_pairs, self.horizon, self.alpha = int(pairs), int(horizon), float(alpha)
+        self.min_pairs, self.epoch, self.alpha = int(pairs), int(epoch), float(alpha)
         self._watches: dict[tuple[str, str], AlertRateWatch] = {}
         self._watching: dict[tuple[str, str, tuple[str, str]], tuple[int, tuple[float, ...]]] = {}
         self._latest: dict[tuple[str, str], int] = {}
@@ -126,7 +126,7 @@ class ServedWatch:
             watch.pairs = pairs
 
     def _new_watch(self) -> AlertRateWatch:
-        return AlertRateWatch(self.contract, alpha=self.alpha, horizon=self.horizon, pairs=self.min_pairs)
+        return AlertRateWatch(self.contract, alpha=self.alpha, epoch=self.epoch, pairs=self.min_pairs)
 
     def _start(self, watch: AlertRateWatch, tenant: str, intent: str, route: Route, taus: tuple[float, ...],
                label: str) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from museflow.config import Settings
 from museflow.contracts.topics import core_topics
 from museflow.kafka.admin import ensure_topics, existing_topics
-from museflow.kafka.clients import DeliveryReport, make_consumer, make_producer, read_topic
+from museflow.kafka.clients import DeliveryReport, iter_topic, make_consumer, make_producer, read_topic
 
 
 def test_thousand_messages_round_trip_through_a_consumer_group(
@@ -48,6 +49,21 @@ def test_read_topic_returns_everything_up_to_the_end(settings: Settings, create_
     producer.flush(30)
     values = sorted(int(r.value or b"-1") for r in read_topic(settings, topic))
     assert values == list(range(250))
+
+
+def test_a_long_read_that_keeps_going_is_not_cut_off_by_the_timeout(settings: Settings,
+                                                                     create_topic: Callable[..., str]) -> None:
+    """The timeout bounds a stall: a rehearsal reading a day of labels takes longer than it, and must finish."""
+    topic = create_topic("slowread", partitions=2)
+    producer = make_producer(settings)
+    for i in range(60):
+        producer.produce(topic, value=str(i).encode())
+    producer.flush(30)
+    started, seen = time.monotonic(), []
+    for record in iter_topic(settings, topic, timeout=1.0):
+        seen.append(int(record.value or b"-1"))
+        time.sleep(0.05)  # three seconds in all, three times the timeout
+    assert sorted(seen) == list(range(60)) and time.monotonic() - started > 3.0
 
 
 def test_core_topics_are_created_once_with_explicit_partitions_and_compaction(settings: Settings) -> None:

@@ -258,9 +258,9 @@ def _first_breach(watch: AlertRateWatch, scores: np.ndarray, chunk: int | None =
     return None
 
 
-def _watch(horizon: int) -> AlertRateWatch:
+def _watch(epoch: int) -> AlertRateWatch:
     watch = AlertRateWatch(CONTRACT, alpha=0.05, pairs=1)
-    watch.watch("acme", "cnp", 0.95, 0.05, horizon=horizon)
+    watch.watch("acme", "cnp", 0.95, 0.05, epoch=epoch)
     return watch
 
 
@@ -270,6 +270,24 @@ def test_the_watch_false_alarms_at_most_alpha_at_the_bands_edge(edge: float) -> 
     runs, horizon = 1_000, 20_000
     alarms = sum(_first_breach(_watch(horizon), _stream(rng, 0.05 * edge, horizon)) is not None for _ in range(runs))
     print(f"\nfalse alarms at {edge:.0%} of target over {horizon:,} observations: {alarms}/{runs}")
+    assert alarms / runs <= 0.05
+
+
+def test_the_cusum_spends_its_false_alarm_budget_in_doubling_epochs() -> None:
+    """Epoch k holds at most E 2^(k+1) restarts and alpha / 2^(k+1) of the budget; the budgets add up to alpha."""
+    watch = AlertRateWatch(CONTRACT, alpha=0.05, pairs=10, epoch=1_000)
+    base = math.log(4 * 1_000 * 10 / 0.05)
+    seen = np.array([0, 999, 1_000, 2_999, 3_000, 7_000])
+    assert watch.h_at(seen) == pytest.approx(base + np.array([2, 2, 4, 4, 6, 8]) * math.log(2))
+    budget = sum(1_000 * 2 ** (k + 1) * math.exp(-float(watch.h_at(1_000 * (2**k - 1)))) for k in range(60))
+    assert budget == pytest.approx(0.05 / (4 * 10))  # per pair side and half (CUSUM): the split of alpha
+
+
+def test_a_watch_kept_far_past_its_first_epoch_still_false_alarms_at_most_alpha() -> None:
+    rng = np.random.default_rng(23)
+    runs, n = 400, 60_000  # epochs of 2,000, 4,000, 8,000 and 16,000, and most of the fifth
+    alarms = sum(_first_breach(_watch(2_000), _stream(rng, 0.05 * 1.1, n)) is not None for _ in range(runs))
+    print(f"\nfalse alarms at the band's edge over {n:,} observations, first epoch 2,000: {alarms}/{runs}")
     assert alarms / runs <= 0.05
 
 
@@ -302,9 +320,10 @@ def test_the_watch_detects_a_change_long_after_promotion() -> None:
     watch = _watch(before + after)
     p1, p0, alt = 0.075, 0.055, 0.065
     drift = p1 * math.log(alt / p0) + (1 - p1) * math.log((1 - alt) / (1 - p0))
+    h = float(watch.h_at(before, before + after))  # the CUSUM's threshold when the rate changes
     print(f"\n+50% after {before:,} observations: CUSUM detects after median {np.median(delays):,.0f} more "
-          f"(h {watch.h_for(before + after):.1f}, Wald {watch.h_for(before + after) / drift:,.0f})")
-    assert np.median(delays) <= 1.5 * watch.h_for(before + after) / drift
+          f"(h {h:.1f}, Wald {h / drift:,.0f})")
+    assert np.median(delays) <= 1.5 * h / drift
 
 
 def test_a_breach_is_found_at_the_same_observation_whatever_the_batching() -> None:
